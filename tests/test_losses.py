@@ -1,0 +1,165 @@
+"""Loss registry: hand-computed values, SAN conversion against an independent form, KL-WGAN stability, errors."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import expit, log_expit, softmax
+
+from san_ext import losses
+
+REAL = [-2.0, 0.5, 3.0]
+FAKE = [-1.0, 0.0, 2.0, 4.0]
+
+
+def _t(values, grad=False):
+    return torch.tensor(values, dtype=torch.float64, requires_grad=grad)
+
+
+# Per-element (d_real, d_fake, g) written with scipy/numpy, independent of the torch code.
+def _expected(name, r, f, T=5.0):
+    r, f = np.asarray(r), np.asarray(f)
+    if name == 'hinge':
+        return np.maximum(0, 1 - r), np.maximum(0, 1 + f), -f
+    if name == 'wasserstein':
+        return -r, f, -f
+    if name in ('saturating', 'nonsaturating'):
+        g = np.log1p(-expit(f)) if name == 'saturating' else -log_expit(f)
+        return -log_expit(r), -np.log1p(-expit(f)), g
+    if name == 'lsgan':
+        return 0.5 * (r - 1) ** 2, 0.5 * f ** 2, 0.5 * (f - 1) ** 2
+    if name == 'klwgan':
+        w = softmax(f / T) * len(f)
+        return np.maximum(0, 1 - r), np.maximum(0, 1 + w * f), -w * f
+    raise KeyError(name)
+
+
+def test_registry_lists_every_loss():
+    assert losses.list_losses() == ['hinge', 'klwgan', 'lsgan', 'nonsaturating', 'saturating', 'wasserstein']
+
+
+@pytest.mark.parametrize('name', losses.list_losses())
+def test_loss_matches_hand_computed_values(name):
+    loss = losses.get(name)
+    exp_r, exp_f, exp_g = _expected(name, REAL, FAKE)
+    np.testing.assert_allclose(loss.d_real(_t(REAL)).numpy(), exp_r, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(loss.d_fake(_t(FAKE)).numpy(), exp_f, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(loss.g(_t(FAKE)).numpy(), exp_g, rtol=1e-12, atol=1e-12)
+    assert loss.d_loss(_t(REAL), _t(FAKE)).item() == pytest.approx(exp_r.mean() + exp_f.mean(), rel=1e-12)
+
+
+def test_hinge_spot_values():
+    loss = losses.get('hinge')
+    assert loss.d_real(_t(REAL)).tolist() == [3.0, 0.5, 0.0]
+    assert loss.d_fake(_t(FAKE)).tolist() == [0.0, 1.0, 3.0, 5.0]
+
+
+def test_san_hinge_is_hinge_on_fun_plus_wasserstein_on_dir():
+    fun_r, dir_r, fun_f, dir_f = _t(REAL, True), _t(REAL, True), _t(FAKE, True), _t(FAKE, True)
+    san = losses.get('hinge', san=True)
+    total = san.d_loss((fun_r, dir_r), (fun_f, dir_f))
+    hinge = np.maximum(0, 1 - np.array(REAL)).mean() + np.maximum(0, 1 + np.array(FAKE)).mean()
+    wasserstein = -np.mean(REAL) + np.mean(FAKE)
+    assert total.item() == pytest.approx(hinge + wasserstein, rel=1e-12)
+    total.backward()
+    np.testing.assert_allclose(dir_r.grad.numpy(), -1 / len(REAL))
+    np.testing.assert_allclose(dir_f.grad.numpy(), 1 / len(FAKE))
+    np.testing.assert_allclose(fun_r.grad.numpy(), [-1 / 3, -1 / 3, 0])  # hinge active only below 1
+
+
+@pytest.mark.parametrize('name', ['hinge', 'saturating', 'nonsaturating', 'lsgan', 'wasserstein'])
+def test_san_direction_gradient_equals_generator_loss_difference(name):
+    # Independent form (sony/bigvsan, SAN tutorial): the direction loss E_real[l_G(dir)] - E_fake[l_G(dir)] has
+    # exactly the gradient of our reweighted Wasserstein term. Build it from the G loss and compare gradients.
+    loss = losses.get(name, san=True, dir_weight=0.7)
+    base = losses.get(name)
+    dir_r, dir_f = _t(REAL, True), _t(FAKE, True)
+    zero_r, zero_f = _t(REAL), _t(FAKE)  # fun inputs without grad
+    loss.d_loss((zero_r, dir_r), (zero_f, dir_f)).backward()
+    ours = dir_r.grad.clone(), dir_f.grad.clone()
+    ref_r, ref_f = _t(REAL, True), _t(FAKE, True)
+    (0.7 * (base.g(ref_r).mean() - base.g(ref_f).mean())).backward()
+    torch.testing.assert_close(ours[0], ref_r.grad)
+    torch.testing.assert_close(ours[1], ref_f.grad)
+
+
+@pytest.mark.parametrize('name', losses.list_losses())
+def test_san_value_equals_base_value_on_fun_plus_weighted_dir(name):
+    base, san = losses.get(name), losses.get(name, san=True)
+    r, f = _t(REAL), _t(FAKE)
+    # fun == dir in value, so the SAN loss = base loss + lambda * (weighted linear term); check the fun part alone.
+    zero_dir_r, zero_dir_f = torch.zeros_like(r), torch.zeros_like(f)
+    torch.testing.assert_close(san.d_real((r, zero_dir_r)), base.d_real(r))
+    torch.testing.assert_close(san.d_fake((f, zero_dir_f)), base.d_fake(f))
+
+
+def test_san_loss_routes_gradients_only_through_matching_inputs():
+    san = losses.get('nonsaturating', san=True)
+    fun, dir_ = _t(REAL, True), _t(REAL, True)
+    san.d_real((fun, dir_)).sum().backward()
+    np.testing.assert_allclose(fun.grad.numpy(), -expit(-np.array(REAL)))  # d/df softplus(-f)
+    np.testing.assert_allclose(dir_.grad.numpy(), -expit(-np.array(REAL)))  # -sigmoid(-f), detached weight
+
+
+def test_klwgan_weights_average_to_one_and_are_stable_for_large_logits():
+    loss = losses.get('klwgan', T=5.0)
+    f = _t([1000.0, 999.0, -1000.0, 20.0])
+    w = loss.weights(f)
+    assert torch.isfinite(w).all()
+    assert w.mean().item() == pytest.approx(1.0, rel=1e-12)
+    np.testing.assert_allclose(w.numpy(), softmax(f.numpy() / 5.0) * 4, rtol=1e-12)
+    assert torch.isfinite(loss.d_fake(f)).all() and torch.isfinite(loss.g(f)).all()
+    per_column = loss.weights(torch.randn(6, 3, dtype=torch.float64) * 100)
+    torch.testing.assert_close(per_column.mean(0), torch.ones(3, dtype=torch.float64))
+
+
+def test_klwgan_generator_gradient_flows_through_the_weights():
+    # Closed form: L = -sum_j p_j f_j with p = softmax(f/T) gives dL/df_j = -p_j (1 + (f_j - sum_k p_k f_k) / T).
+    T = 2.0
+    f = _t(FAKE, True)
+    losses.get('klwgan', T=T).g(f).mean().backward()
+    fv = np.array(FAKE)
+    p = softmax(fv / T)
+    np.testing.assert_allclose(f.grad.numpy(), -p * (1 + (fv - (p * fv).sum()) / T), rtol=1e-10)
+
+
+def test_san_klwgan_direction_term_is_unhinged_critic_with_detached_weights():
+    loss = losses.get('klwgan', san=True, T=5.0)
+    dir_r, dir_f = _t(REAL, True), _t(FAKE, True)
+    loss.d_loss((_t(REAL), dir_r), (_t(FAKE), dir_f)).backward()
+    np.testing.assert_allclose(dir_r.grad.numpy(), -1 / 3)
+    np.testing.assert_allclose(dir_f.grad.numpy(), softmax(np.array(FAKE) / 5.0) * 4 / 4, rtol=1e-12)
+
+
+def test_loss_shapes_follow_the_logits():
+    loss = losses.get('hinge', san=True)
+    fun = torch.randn(4, 100)
+    assert loss.d_real((fun, fun.clone())).shape == (4, 100)
+    assert losses.get('klwgan').d_fake(fun).shape == (4, 100)
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(ValueError, match='unknown loss .*known: hinge, klwgan, lsgan, nonsaturating, saturating'):
+        losses.get('relativistic')
+
+
+def test_bad_options_and_inputs_are_clear():
+    with pytest.raises(ValueError, match="no option 'T'"):
+        losses.get('hinge', T=5)
+    with pytest.raises(ValueError, match='temperature T must be'):
+        losses.get('klwgan', T=0)
+    with pytest.raises(ValueError, match='dir_weight'):
+        losses.get('hinge', dir_weight=math.nan)
+    with pytest.raises(TypeError, match=r'expects the pair \(fun, dir\)'):
+        losses.get('hinge', san=True).d_real(torch.randn(3))
+    with pytest.raises(TypeError, match='san=True'):
+        losses.get('hinge').d_real((torch.randn(3), torch.randn(3)))
+    with pytest.raises(ValueError, match='same shape'):
+        losses.get('hinge', san=True).d_fake((torch.randn(3), torch.randn(4)))
+    with pytest.raises(TypeError, match='floating-point'):
+        losses.get('lsgan').d_real(torch.tensor([1, 2]))
+    with pytest.raises(TypeError, match='without flg_train'):
+        losses.get('hinge', san=True).g((torch.randn(3), torch.randn(3)))
+    with pytest.raises(ValueError, match='batch dimension'):
+        losses.get('hinge').g(torch.tensor(1.0))
