@@ -40,6 +40,42 @@ def _split_into_direction_and_scale(layer: nn.Module) -> torch.Tensor:
     return norm
 
 
+def _registered_op(name: str):
+    """``torch.ops.san_ext.<name>`` when some code has loaded the extension that registers it, else None."""
+    try:
+        return getattr(torch.ops.san_ext, name)
+    except (AttributeError, RuntimeError):  # not registered (the error type depends on the PyTorch version)
+        return None
+
+
+def _autocast_on() -> bool:
+    try:
+        return torch.is_autocast_enabled('cuda')
+    except TypeError:  # older PyTorch: no device argument, and the answer is about CUDA
+        return torch.is_autocast_enabled()
+
+
+def _fused_projection(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, flg_train: bool):
+    """SANLinear's projection by the fused op ``torch.ops.san_ext.normalized_linear[_san]``, or None.
+
+    The op is used only when someone (``torch_utils.ops.normalized_linear`` or a prebuilt extension) has registered
+    it and x is a CUDA tensor that the op takes as is; it carries its own C++ autograd with SAN's routing, so this
+    module never imports torch_utils. None means: run the plain PyTorch code (always the case on CPU).
+    """
+    if not x.is_cuda or torch.compiler.is_compiling() or _autocast_on():
+        return None
+    if x.dtype != weight.dtype or scale.dtype != weight.dtype or weight.device != x.device:
+        return None
+    op = _registered_op('normalized_linear_san' if flg_train else 'normalized_linear')
+    if op is None:
+        return None
+    lead = x.shape[:-1]
+    out = op(x.reshape(-1, x.shape[-1]), weight, scale, None)  # [N, D] -> [N, out]
+    if flg_train:
+        return out[0].reshape(*lead, -1), out[1].reshape(*lead, -1)
+    return out.reshape(*lead, -1)
+
+
 class _SANProjection:
     """Shared logic of SANLinear and SANConv2d; subclasses supply ``_project`` and ``_check_input``."""
 
@@ -67,6 +103,9 @@ class _SANProjection:
         self._check_input(x)
         if self.bias is not None:
             x = x + self._input_bias_view()
+        fused = self._fused(x, flg_train)
+        if fused is not None:
+            return fused
         omega = _normalize_rows(self.weight)
         scale = self._scale_view(self.effective_scale())
         if flg_train:
@@ -74,6 +113,9 @@ class _SANProjection:
             out_dir = self._project(x.detach(), omega) * scale.detach()
             return out_fun, out_dir
         return self._project(x, omega) * scale
+
+    def _fused(self, x: torch.Tensor, flg_train: bool):
+        return None  # plain PyTorch; SANLinear overrides this with the fused op
 
     @torch.no_grad()
     def normalize_weight(self) -> None:
@@ -107,6 +149,9 @@ class SANLinear(_SANProjection, nn.Linear):
 
     def _project(self, x: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
         return F.linear(x, omega)
+
+    def _fused(self, x: torch.Tensor, flg_train: bool):
+        return _fused_projection(x, self.weight, self.effective_scale(), flg_train)
 
 
 class SANConv2d(_SANProjection, nn.Conv2d):
