@@ -11,7 +11,6 @@ import pytest
 
 from torch_utils.ops.loader import OP_SOURCES
 
-
 # One registered op per extension that must exist under torch.ops.san_ext once the library is loaded.
 PRIMARY_OPS = {'upfirdn2d': 'upfirdn2d', 'bias_act': 'bias_act_fwd', 'normalized_linear': 'normalized_linear'}
 
