@@ -1,0 +1,1 @@
+"""StyleGAN-XL networks: class-conditional generator with super-resolution stages, projected discriminator."""

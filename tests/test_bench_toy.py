@@ -1,0 +1,136 @@
+"""Tests of the 2-D GAN-vs-SAN benchmark: data geometry, metrics against closed forms, one tiny cell, the CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from san_ext.bench import toy
+from san_ext.bench.toy_data import get_dataset, list_datasets
+from san_ext.bench.toy_metrics import emd, high_quality_mask, modes_covered, sample_metrics
+
+MIXTURE_SPECS = {
+    'ring8': ([(2 * math.cos(2 * math.pi * k / 8), 2 * math.sin(2 * math.pi * k / 8)) for k in range(8)], 0.02),
+    'grid25': ([(a / 2.828, b / 2.828) for a, b in itertools.product((-4, -2, 0, 2, 4), repeat=2)], 0.05 / 2.828),
+}
+
+
+@pytest.mark.parametrize('name', sorted(MIXTURE_SPECS))
+def test_mixture_modes_have_stated_centers_and_std(name):
+    centers, sigma = np.array(MIXTURE_SPECS[name][0]), MIXTURE_SPECS[name][1]
+    x = get_dataset(name).sample(np.random.default_rng(0), 20_000).astype(np.float64)
+    nearest = np.linalg.norm(x[:, None] - centers[None], axis=-1).argmin(axis=1)  # modes are > 30 sigma apart
+    for k, c in enumerate(centers):
+        pts = x[nearest == k]
+        assert len(pts) > 0.5 * len(x) / len(centers)
+        np.testing.assert_allclose(pts.mean(axis=0), c, atol=5 * sigma / math.sqrt(len(pts)))
+        np.testing.assert_allclose(pts.std(axis=0), sigma, rtol=0.1)
+
+
+def test_swissroll_noise_std_and_parameter_range():
+    data = get_dataset('swissroll')
+    x = data.sample(np.random.default_rng(0), 20_000).astype(np.float64)
+    sigma = 0.25 / 7.5
+    assert data.sigma == pytest.approx(sigma)
+    dist, mode = data.assign(x)
+    # Only the noise component normal to the curve moves a point off it: its rms is sigma.
+    assert math.sqrt(np.mean(dist ** 2)) == pytest.approx(sigma, rel=0.05)
+    radius = np.linalg.norm(x, axis=1) * 7.5  # = t up to noise
+    assert radius.min() > 1.5 * math.pi - 1.5 and radius.max() < 4.5 * math.pi + 1.5
+    # t is uniform, so each of the 20 equal t-intervals holds about 1/20 of the points.
+    np.testing.assert_allclose(np.bincount(mode, minlength=20) / len(x), 1 / 20, atol=0.006)
+
+
+@pytest.mark.parametrize('name', list_datasets())
+def test_real_samples_are_high_quality_and_cover_all_modes(name):
+    data = get_dataset(name)
+    x = data.sample(np.random.default_rng(1), 2500)
+    hq, _ = high_quality_mask(data, x)
+    assert hq.mean() > 0.97
+    assert modes_covered(data, x) == data.n_modes
+
+
+def _single_mode_samples(name: str, rng: np.random.Generator, n: int) -> np.ndarray:
+    data = get_dataset(name)
+    if data.centers is not None:
+        return data.centers[3] + data.sigma * rng.standard_normal((n, 2))
+    # t in the middle 60% of t-interval 7 of 20: tangential noise near an edge would spill >1% to a neighbour.
+    t = 1.5 * math.pi + 3 * math.pi * 0.05 * (7.2 + 0.6 * rng.random(n))
+    return np.stack([t * np.cos(t), t * np.sin(t)], axis=1) / 7.5 + data.sigma * rng.standard_normal((n, 2))
+
+
+@pytest.mark.parametrize('name', list_datasets())
+def test_samples_from_one_mode_cover_exactly_one(name):
+    x = _single_mode_samples(name, np.random.default_rng(2), 2500)
+    assert modes_covered(get_dataset(name), x) == 1
+
+
+def test_emd_of_equal_sets_is_zero_and_of_a_shift_is_its_length():
+    x = np.random.default_rng(3).standard_normal((300, 2))
+    assert emd(x, x) == pytest.approx(0.0, abs=1e-12)
+    assert emd(x, np.random.default_rng(4).permutation(x)) == pytest.approx(0.0, abs=1e-6)  # simplex tolerance
+    d = 0.7
+    # W1 >= |mean(x) - mean(y)| = d by Kantorovich-Rubinstein, and moving every point by d achieves it.
+    assert emd(x, x + np.array([d, 0.0])) == pytest.approx(d, rel=1e-9)
+
+
+def test_diverged_samples_give_nan_emd_and_no_quality():
+    data = get_dataset('ring8')
+    x = np.full((2500, 2), np.nan)
+    m = sample_metrics(data, x, data.sample(np.random.default_rng(0), 1500))
+    assert m['high_quality'] == 0 and m['modes_covered'] == 0 and math.isnan(m['emd'])
+
+
+CELL_KEYS = {'dataset', 'loss', 'variant', 'seed', 'steps', 'high_quality', 'modes_covered', 'n_modes', 'emd',
+             'wall_s', 'eval_s', 'd_loss', 'g_loss', 'samples'}
+
+
+def test_tiny_san_cell_runs_and_is_reproducible():
+    cfg = toy.CellConfig(dataset='ring8', loss='hinge', san=True, seed=5, steps=30)
+    a, b = toy.run_cell(cfg), toy.run_cell(cfg)
+    assert set(a) == CELL_KEYS
+    assert a['variant'] == 'SAN' and a['n_modes'] == 8 and a['samples'].shape == (2500, 2)
+    for key in ('high_quality', 'emd', 'wall_s', 'd_loss', 'g_loss'):
+        assert math.isfinite(a[key]), key
+    assert 0 <= a['high_quality'] <= 1 and 0 <= a['modes_covered'] <= 8 and a['emd'] > 0
+    np.testing.assert_array_equal(a['samples'], b['samples'])
+
+
+def test_gan_and_san_cells_of_a_seed_start_from_the_same_function():
+    import torch
+    gan, san = (toy.CellConfig(san=s, seed=7) for s in (False, True))
+    torch.manual_seed(7)
+    G_gan, D_gan = toy.build_G(gan), toy.build_D(gan)
+    torch.manual_seed(7)
+    G_san, D_san = toy.build_G(san), toy.build_D(san)
+    x = torch.randn(64, 2)
+    D_gan.eval(), D_san.eval()  # no power iteration, so both read the same stored spectral-norm vectors
+    with torch.no_grad():
+        torch.testing.assert_close(D_san(x), D_gan(x))
+        z = torch.randn(8, 16)
+        torch.testing.assert_close(G_san(z), G_gan(z))
+
+
+def test_cli_tiny_run_writes_results_table_and_plot(tmp_path):
+    outdir = tmp_path / 'toy'
+    args = ['--steps', '20', '--seeds', '1', '--datasets', 'ring8', '--losses', 'hinge', '--workers', '1',
+            '--outdir', str(outdir)]
+    result = CliRunner().invoke(toy.main, args)
+    assert result.exit_code == 0, result.output
+    assert 'ring8' in result.output and '/8' in result.output
+    results = json.loads((outdir / 'results.json').read_text())
+    assert {(c['variant'], c['steps']) for c in results['cells']} == {('GAN', 20), ('SAN', 20)}
+    assert results['config']['sweep']['losses'] == ['hinge'] and len(results['rows']) == 2
+    assert (outdir / 'table.md').read_text().count('| ring8 | hinge |') == 2
+    assert (outdir / 'samples.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_cli_rejects_unknown_loss_naming_the_valid_ones(tmp_path):
+    result = CliRunner().invoke(toy.main, ['--losses', 'hinge,bogus', '--outdir', str(tmp_path)])
+    assert result.exit_code == 2
+    assert "'bogus'" in result.output and 'wasserstein' in result.output
