@@ -205,7 +205,8 @@ def main(device, dtype, ops, warmup, repeats, batch, peak_gbs, out):
     if set(names) - set(known):
         raise click.BadParameter(f'unknown ops {sorted(set(names) - set(known))}; known: {known}', param_hint='--ops')
     result = run_bench(device, getattr(torch, dtype), warmup, repeats, names, peak_gbs, batch)
-    click.echo(f'device: {result["gpu"] or "cpu"}, {dtype}, peak {result["peak_gbs"]} GB/s, measured copy '
+    peak = result['peak_gbs'] or 'unknown'
+    click.echo(f'device: {result["gpu"] or "cpu"}, {dtype}, peak {peak} GB/s, measured copy '
                f'{result["copy_gbs"]:.0f} GB/s')
     click.echo(format_table(result))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
