@@ -1,1 +1,9 @@
 """StyleGAN-XL networks: class-conditional generator with super-resolution stages, projected discriminator."""
+
+from .discriminator import DiscriminatorConfig, ProjectedDiscriminator
+from .generator import Generator, GeneratorConfig
+from .summary import summarize, summary
+from .superres import SuperresConfig, SuperresGenerator
+
+__all__ = ['DiscriminatorConfig', 'Generator', 'GeneratorConfig', 'ProjectedDiscriminator', 'SuperresConfig',
+           'SuperresGenerator', 'summarize', 'summary']
