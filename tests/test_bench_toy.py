@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from san_ext.bench import toy
+from san_ext.bench.toy_batched import BatchedD
 from san_ext.bench.toy_data import get_dataset, list_datasets
 from san_ext.bench.toy_metrics import emd, high_quality_mask, modes_covered, sample_metrics
 
@@ -87,11 +90,13 @@ def test_diverged_samples_give_nan_emd_and_no_quality():
 
 
 CELL_KEYS = {'dataset', 'loss', 'variant', 'seed', 'steps', 'high_quality', 'modes_covered', 'n_modes', 'emd',
-             'wall_s', 'eval_s', 'd_loss', 'g_loss', 'samples'}
+             'wall_s', 'eval_s', 'd_loss', 'g_loss', 'members', 'samples'}
+SMALL = dict(hidden=32, batch=64, n_eval=400, n_emd=300)  # shapes of the fast tests
+TOL = dict(rtol=1e-7, atol=1e-9)  # float64: batched and single runs differ only in summation order
 
 
 def test_tiny_san_cell_runs_and_is_reproducible():
-    cfg = toy.CellConfig(dataset='ring8', loss='hinge', san=True, seed=5, steps=30)
+    cfg = toy.CellConfig(dataset='ring8', loss='hinge', san=True, seed=5, steps=30, n_eval=2500, n_emd=300)
     a, b = toy.run_cell(cfg), toy.run_cell(cfg)
     assert set(a) == CELL_KEYS
     assert a['variant'] == 'SAN' and a['n_modes'] == 8 and a['samples'].shape == (2500, 2)
@@ -102,18 +107,140 @@ def test_tiny_san_cell_runs_and_is_reproducible():
 
 
 def test_gan_and_san_cells_of_a_seed_start_from_the_same_function():
-    import torch
     gan, san = (toy.CellConfig(san=s, seed=7) for s in (False, True))
     torch.manual_seed(7)
     G_gan, D_gan = toy.build_G(gan), toy.build_D(gan)
     torch.manual_seed(7)
     G_san, D_san = toy.build_G(san), toy.build_D(san)
     x = torch.randn(64, 2)
-    D_gan.eval(), D_san.eval()  # no power iteration, so both read the same stored spectral-norm vectors
     with torch.no_grad():
         torch.testing.assert_close(D_san(x), D_gan(x))
         z = torch.randn(8, 16)
         torch.testing.assert_close(G_san(z), G_gan(z))
+
+
+# -- the batched trainer against the single-cell reference ---------------------------------------------------
+def _sanified_Ds(n: int, hidden: int = 16) -> list[torch.nn.Module]:
+    Ds = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        D = toy.build_D(toy.CellConfig(hidden=hidden, san=True))
+        with torch.no_grad():  # a non-zero input bias, so its gradient routing is tested too
+            D.san_layer.bias.normal_()
+        Ds.append(D)
+    return Ds
+
+
+def _grads(bD: BatchedD, i: int, D: torch.nn.Module) -> dict[str, tuple]:
+    """(batched member i, reference) gradients of the SAN head's omega, scale, input bias and D's first layer."""
+    pick = lambda g, f=lambda t: t: None if g is None else f(g)  # noqa: E731
+    layer = D.san_layer
+    return dict(omega=(pick(bD.head_weight.grad, lambda g: g[i]), layer.weight.grad),
+                scale=(pick(bD.head_scale.grad, lambda g: g[i]), layer.scale.grad),
+                bias=(pick(bD.head_bias.grad, lambda g: g[i, 0]), layer.bias.grad),
+                body=(pick(bD.body.weight[0].grad, lambda g: g[i].T), D.module[0].weight.grad))
+
+
+def test_batched_san_head_matches_SANLinear_values_and_gradient_routing():
+    Ds = _sanified_Ds(3)
+    bD = BatchedD(Ds, torch.nn.LeakyReLU(0.2))
+    x, w = torch.randn(3, 10, 2), torch.arange(1.0, 11.0)  # w: arbitrary per-sample loss weights
+    fun_b, dir_b = bD(x, flg_train=True)
+    trained_by = dict(fun={'scale', 'bias', 'body'}, dir={'omega'})  # SAN Eq. 8 stop-gradients
+    for path, out_b in (('fun', fun_b), ('dir', dir_b)):
+        bD.zero_grad(set_to_none=True)
+        (out_b * w).sum().backward(retain_graph=True)
+        for i, D in enumerate(Ds):
+            D.zero_grad(set_to_none=True)
+            ref = D(x[i], flg_train=True)[0 if path == 'fun' else 1][:, 0]  # [10]
+            torch.testing.assert_close(out_b[i], ref)
+            (ref * w).sum().backward()
+            for name, (grad_b, grad_ref) in _grads(bD, i, D).items():
+                if name in trained_by[path]:
+                    assert grad_ref is not None and grad_ref.abs().sum() > 0, (path, name)
+                    torch.testing.assert_close(grad_b, grad_ref)
+                else:
+                    for g in (grad_b, grad_ref):
+                        assert g is None or not g.any(), (path, name)
+    with torch.no_grad():
+        torch.testing.assert_close(bD(x), torch.stack([D(x[i])[:, 0] for i, D in enumerate(Ds)]))
+
+
+def test_batched_normalize_weight_puts_every_direction_on_the_sphere():
+    bD = BatchedD(_sanified_Ds(2), torch.nn.LeakyReLU(0.2))
+    with torch.no_grad():
+        bD.head_weight.mul_(torch.tensor([3.0, 0.5]).view(2, 1, 1))
+    bD.normalize_weight()
+    torch.testing.assert_close(bD.head_weight.norm(dim=-1), torch.ones(2, 1))
+
+
+@pytest.fixture
+def float64():
+    """Compare in float64: Adam maps a near-zero gradient g to about lr * g / (|g| + eps), so float32 rounding
+    of such a gradient moves a parameter by up to ~lr, which no float32 tolerance could tell from a bug."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(dtype)
+
+
+def _group(san: bool, steps: int = 20) -> list[toy.CellConfig]:
+    """Cells of one group: two seeds, three losses including the gradient-penalised Wasserstein and KL-WGAN."""
+    return [toy.CellConfig(dataset='ring8', loss=name, san=san, seed=seed, steps=steps, **SMALL)
+            for name in ('hinge', 'wasserstein', 'klwgan') for seed in (3, 4)]
+
+
+@pytest.mark.parametrize('san', [False, True], ids=['GAN', 'SAN'])
+def test_batched_group_trains_the_same_parameters_as_single_cells(san, float64):
+    cells = _group(san)
+    G_b, D_b, stats = toy.train_group(cells)
+    for i, cfg in enumerate(cells):
+        G, D, ref = toy.train_cell(cfg)
+        for k, lin in enumerate(m for m in G.modules() if type(m) is torch.nn.Linear):
+            torch.testing.assert_close(G_b.weight[k][i], lin.weight.T, **TOL)
+            torch.testing.assert_close(G_b.bias[k][i, 0], lin.bias, **TOL)
+        body = [m for m in D.modules() if type(m) is torch.nn.Linear]
+        for k, lin in enumerate(body[:3]):
+            torch.testing.assert_close(D_b.body.weight[k][i], lin.weight.T, **TOL)
+        if san:
+            head = D.san_layer
+            torch.testing.assert_close(D_b.head_weight[i], head.weight, **TOL)
+            torch.testing.assert_close(D_b.head_scale[i], head.scale, **TOL)
+            torch.testing.assert_close(D_b.head_bias[i, 0], head.bias, **TOL)
+        else:
+            torch.testing.assert_close(D_b.head.weight[0][i], body[3].weight.T, **TOL)
+        assert stats['d_loss'][i] == pytest.approx(ref['d_loss'], rel=1e-7, abs=1e-9)
+        assert stats['g_loss'][i] == pytest.approx(ref['g_loss'], rel=1e-7, abs=1e-9)
+
+
+def test_batched_group_gives_the_same_samples_and_metrics_as_single_cells(float64):
+    cells = _group(True)
+    for cfg, got in zip(cells, toy.run_group(cells)):
+        ref = toy.run_cell(cfg)
+        assert got['members'] == len(cells) and ref['members'] == 1
+        np.testing.assert_allclose(got['samples'], ref['samples'], **TOL)
+        assert got['emd'] == pytest.approx(ref['emd'], rel=1e-7)
+        for key in ('high_quality', 'modes_covered', 'dataset', 'loss', 'variant', 'seed', 'steps'):
+            assert got[key] == ref[key], key
+
+
+def test_group_cells_splits_by_dataset_and_variant_with_losses_adjacent():
+    sweep = toy.SweepConfig(datasets=('ring8', 'grid25'), losses=('hinge', 'lsgan'), seeds=2, steps=5)
+    cells = toy.sweep_cells(sweep)
+    groups = toy.group_cells(cells)
+    assert sorted(i for g in groups for i in g) == list(range(len(cells)))
+    assert len(groups) == 4 and all(len(g) == 4 for g in groups)
+    for g in groups:
+        assert len({(cells[i].dataset, cells[i].san) for i in g}) == 1
+        assert [cells[i].loss for i in g] == ['hinge', 'hinge', 'lsgan', 'lsgan']
+
+
+def test_sweep_in_a_worker_pool_returns_cells_in_input_order():
+    sweep = toy.SweepConfig(datasets=('ring8', 'swissroll'), losses=('hinge', 'lsgan'), seeds=1, steps=5)
+    cells = [dataclasses.replace(c, **SMALL) for c in toy.sweep_cells(sweep)]
+    results = toy.run_sweep(cells, workers=2, progress=False)
+    assert [(r['dataset'], r['loss'], r['variant']) for r in results] == [(c.dataset, c.loss, c.variant)
+                                                                         for c in cells]
 
 
 def test_cli_tiny_run_writes_results_table_and_plot(tmp_path):

@@ -20,10 +20,12 @@ import dataclasses
 import json
 import logging
 import multiprocessing
+import queue
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -34,15 +36,17 @@ from tqdm import tqdm
 import san_ext
 from san_ext import losses as san_losses
 
-from .toy_data import get_dataset, list_datasets
+from .toy_batched import BatchedD, BatchedMLP, LossSlice, MemberStream, train_members
+from .toy_data import TrainBatch, get_dataset, list_datasets, training_batches
 from .toy_metrics import aggregate, format_table, sample_metrics
 
-__all__ = ['CellConfig', 'SweepConfig', 'build_G', 'build_D', 'run_cell', 'sweep_cells', 'run_sweep',
-           'write_outputs', 'main']
+__all__ = ['CellConfig', 'SweepConfig', 'build_G', 'build_D', 'train_cell', 'run_cell', 'group_cells', 'train_group',
+           'run_group', 'sweep_cells', 'run_sweep', 'write_outputs', 'main']
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STEPS = 1500  # lowered from 3000: the 108-cell default sweep took 10 min at 2000 steps on 2 cores
+DEFAULT_STEPS = 8000
+GP_WEIGHT = 10.0
 QUICK = dict(seeds=1, steps=500, losses=('hinge', 'nonsaturating'))  # --quick: the smoke-test preset
 
 
@@ -55,17 +59,22 @@ class CellConfig:
     san: bool = True                 # sanify D and use the SAN loss on (fun, dir)
     seed: int = 0                    # seeds weights, z, training data and held-out data
     steps: int = DEFAULT_STEPS       # G steps; one D step each
-    batch: int = 256
+    batch: int = 128
     lr: float = 2e-4                 # Adam, G and D alike
     betas: tuple[float, float] = (0.5, 0.999)
     z_dim: int = 16
-    hidden: int = 128
+    hidden: int = 64
     n_eval: int = 2500               # generated samples for high_quality / modes_covered
     n_emd: int = 1500                # generated and held-out real samples for EMD
 
     @property
     def variant(self) -> str:
         return 'SAN' if self.san else 'GAN'
+
+    @property
+    def gp_weight(self) -> float:
+        """WGAN-GP's lambda for the Wasserstein loss, which needs a Lipschitz constraint; 0 (none) otherwise."""
+        return GP_WEIGHT if self.loss == 'wasserstein' else 0.0
 
 
 @dataclass(frozen=True)
@@ -88,24 +97,43 @@ def build_G(cfg: CellConfig) -> nn.Module:
 
 
 def build_D(cfg: CellConfig) -> nn.Module:
-    """Discriminator MLP [N, 2] -> [N, 1], spectral norm on every Linear (SNGAN), sanified for SAN."""
-    sn = nn.utils.parametrizations.spectral_norm
+    """Discriminator MLP [N, 2] -> 3 x (Linear, LeakyReLU 0.2) -> [N, 1], no normalisation; sanified for SAN."""
     h = cfg.hidden
     layers: list[nn.Module] = []
     for d_in in (2, h, h):
-        layers += [sn(nn.Linear(d_in, h)), nn.LeakyReLU(0.2)]
-    D = nn.Sequential(*layers, sn(nn.Linear(h, 1)))
+        layers += [nn.Linear(d_in, h), nn.LeakyReLU(0.2)]
+    D = nn.Sequential(*layers, nn.Linear(h, 1))
     return san_ext.sanify(D) if cfg.san else D
 
 
-# -- training of one cell --------------------------------------------------------------------------------------
-def _d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, loss: san_losses.GANLoss,
-            x_real: torch.Tensor, z: torch.Tensor) -> float:
+def _init_models(cfg: CellConfig) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(cfg.seed)  # GAN and SAN cells of a seed start from the same function
+    return build_G(cfg), build_D(cfg)
+
+
+def _tensors(b: TrainBatch) -> TrainBatch:
+    dtype = torch.get_default_dtype()  # float32; the equivalence tests run in float64
+    return TrainBatch(**{k: torch.as_tensor(v, dtype=dtype) for k, v in dataclasses.asdict(b).items()})
+
+
+# -- training of one cell: the reference path ------------------------------------------------------------------
+def _gradient_penalty(D: nn.Module, b: TrainBatch, x_fake: torch.Tensor, san: bool) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017, Eq. 3) on interpolates; for SAN on ``fun``, so omega stays SAN-trained."""
+    x_hat = (b.mix * b.x_real + (1 - b.mix) * x_fake).requires_grad_(True)  # [batch, 2]
+    f = D(x_hat, flg_train=True)[0] if san else D(x_hat)
+    (grad,) = torch.autograd.grad(f.sum(), x_hat, create_graph=True)
+    return ((grad.norm(dim=1) - 1) ** 2).mean()
+
+
+def _d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, loss: san_losses.GANLoss, b: TrainBatch,
+            gp_weight: float) -> float:
     """One D update on a real batch and a detached fake batch; re-projects SAN directions afterwards."""
     with torch.no_grad():
-        x_fake = G(z)
+        x_fake = G(b.z_d)
     call = (lambda x: D(x, flg_train=True)) if loss.san else D
-    d_loss = loss.d_real(call(x_real)).mean() + loss.d_fake(call(x_fake)).mean()
+    d_loss = loss.d_real(call(b.x_real)).mean() + loss.d_fake(call(x_fake)).mean()
+    if gp_weight > 0:
+        d_loss = d_loss + gp_weight * _gradient_penalty(D, b, x_fake, loss.san)
     opt_D.zero_grad(set_to_none=True)
     d_loss.backward()
     opt_D.step()
@@ -124,36 +152,105 @@ def _g_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, loss: san_
     return float(g_loss.detach())
 
 
-def _train(cfg: CellConfig) -> tuple[nn.Module, dict]:
-    """Train G and D of one cell; returns G and the training stats (wall time, final losses)."""
-    torch.manual_seed(cfg.seed)  # weights and spectral-norm vectors: GAN and SAN cells of a seed start equal
-    G, D = build_G(cfg), build_D(cfg)
+def train_cell(cfg: CellConfig) -> tuple[nn.Module, nn.Module, dict]:
+    """Train G and D of one cell alone with ``nn.Module`` models, the reference for :func:`train_group`.
+
+    Returns G, D and the training stats (wall time, final losses).
+    """
+    G, D = _init_models(cfg)
     loss = san_losses.get(cfg.loss, san=cfg.san)
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas)
-    data, rng_data = get_dataset(cfg.dataset), np.random.default_rng([cfg.seed, 0])
-    gen_z = torch.Generator().manual_seed(cfg.seed)
+    stream = training_batches(cfg.dataset, cfg.seed, cfg.batch, cfg.z_dim)
     start = time.perf_counter()
     d_loss = g_loss = float('nan')
     for _ in range(cfg.steps):
-        x_real = torch.from_numpy(data.sample(rng_data, cfg.batch))  # [batch, 2]
-        d_loss = _d_step(G, D, opt_D, loss, x_real, torch.randn(cfg.batch, cfg.z_dim, generator=gen_z))
-        g_loss = _g_step(G, D, opt_G, loss, torch.randn(cfg.batch, cfg.z_dim, generator=gen_z))
-    return G, dict(wall_s=time.perf_counter() - start, d_loss=d_loss, g_loss=g_loss)
+        b = _tensors(next(stream))
+        d_loss = _d_step(G, D, opt_D, loss, b, cfg.gp_weight)
+        g_loss = _g_step(G, D, opt_G, loss, b.z_g)
+    return G, D, dict(wall_s=time.perf_counter() - start, d_loss=d_loss, g_loss=g_loss)
 
 
-def run_cell(cfg: CellConfig) -> dict:
-    """Train one cell and evaluate it; returns its config fields, metrics, stats and ``samples`` [n_eval, 2]."""
-    G, stats = _train(cfg)
+def _eval_latents(cfg: CellConfig) -> torch.Tensor:
+    return torch.randn(cfg.n_eval, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 1_000_003))
+
+
+def _evaluate(cfg: CellConfig, x_gen: np.ndarray, stats: dict) -> dict:
+    """Metrics of one cell's samples ``[n_eval, 2]`` against held-out real data, with its config fields."""
     start = time.perf_counter()
-    with torch.no_grad():
-        z = torch.randn(cfg.n_eval, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 1_000_003))
-        x_gen = G(z).numpy().astype(np.float64)  # [n_eval, 2]
     data = get_dataset(cfg.dataset)
     x_held_out = data.sample(np.random.default_rng([cfg.seed, 1]), cfg.n_emd)  # never seen in training
     metrics = sample_metrics(data, x_gen, x_held_out)
     return dict(dataset=cfg.dataset, loss=cfg.loss, variant=cfg.variant, seed=cfg.seed, steps=cfg.steps,
                 **metrics, **stats, eval_s=time.perf_counter() - start, samples=x_gen)
+
+
+def run_cell(cfg: CellConfig) -> dict:
+    """Train one cell with :func:`train_cell` and evaluate it; returns its config fields, metrics, stats and
+    ``samples`` [n_eval, 2]."""
+    G, _, stats = train_cell(cfg)
+    with torch.no_grad():
+        x_gen = G(_eval_latents(cfg)).numpy().astype(np.float64)  # [n_eval, 2]
+    return _evaluate(cfg, x_gen, dict(stats, members=1))
+
+
+# -- training of many cells at once: the fast path -------------------------------------------------------------
+def _group_key(cfg: CellConfig) -> CellConfig:
+    return dataclasses.replace(cfg, loss='', seed=0)  # cells with equal keys stack into one batched model
+
+
+def group_cells(cells: Sequence[CellConfig]) -> list[list[int]]:
+    """Indices of ``cells`` grouped for :func:`run_group`: same data set, variant and shapes; losses contiguous."""
+    groups: dict[CellConfig, list[int]] = {}
+    for i, cfg in enumerate(cells):
+        groups.setdefault(_group_key(cfg), []).append(i)
+    order = {name: k for k, name in enumerate(dict.fromkeys(c.loss for c in cells))}
+    return [sorted(idx, key=lambda i: (order[cells[i].loss], i)) for idx in groups.values()]
+
+
+def _loss_slices(cells: Sequence[CellConfig]) -> list[LossSlice]:
+    slices, start = [], 0
+    for k in range(1, len(cells) + 1):
+        if k == len(cells) or cells[k].loss != cells[start].loss:
+            cfg = cells[start]
+            slices.append(LossSlice(san_losses.get(cfg.loss, san=cfg.san), slice(start, k), cfg.gp_weight))
+            start = k
+    return slices
+
+
+def train_group(cells: Sequence[CellConfig],
+                on_step: Callable[[int], None] | None = None) -> tuple[BatchedMLP, BatchedD, dict]:
+    """Train ``cells`` together as one batched model (``toy_batched``); member ``i`` is ``cells[i]``.
+
+    The cells must share data set, variant and shapes, with equal losses adjacent (see :func:`group_cells`).
+    Each member starts from :func:`train_cell`'s initial models and reads its training stream, so it follows the
+    same trajectory up to float rounding. ``on_step(k)`` receives progress in cell-steps.
+    """
+    if len({_group_key(c) for c in cells}) != 1:
+        raise ValueError('train_group needs cells that differ only in loss and seed; use group_cells')
+    models = [_init_models(cfg) for cfg in cells]
+    G = BatchedMLP.from_modules([g for g, _ in models], nn.ReLU())
+    D = BatchedD([d for _, d in models], nn.LeakyReLU(0.2))
+    cfg0, seeds = cells[0], [c.seed for c in cells]
+    streams = {s: training_batches(cfg0.dataset, s, cfg0.batch, cfg0.z_dim) for s in dict.fromkeys(seeds)}
+    report = None if on_step is None else (lambda k: on_step(k * len(cells)))
+    stats = train_members(G, D, _loss_slices(cells), MemberStream(streams, seeds), cfg0.steps, cfg0.lr, cfg0.betas,
+                          report)
+    return G, D, stats
+
+
+def run_group(cells: Sequence[CellConfig], on_step: Callable[[int], None] | None = None) -> list[dict]:
+    """Train ``cells`` with :func:`train_group` and evaluate each; per cell the same output as :func:`run_cell`,
+    with ``wall_s`` the group's training time divided by its size."""
+    G, _, stats = train_group(cells, on_step)
+    results = []
+    for i, cfg in enumerate(cells):
+        with torch.no_grad():
+            x_gen = G(_eval_latents(cfg)[None], members=slice(i, i + 1))[0].numpy().astype(np.float64)
+        cell_stats = dict(wall_s=stats['wall_s'] / len(cells), d_loss=stats['d_loss'][i],
+                          g_loss=stats['g_loss'][i], members=len(cells))
+        results.append(_evaluate(cfg, x_gen, cell_stats))
+    return results
 
 
 # -- the sweep -------------------------------------------------------------------------------------------------
@@ -163,43 +260,53 @@ def sweep_cells(sweep: SweepConfig) -> list[CellConfig]:
             for d in sweep.datasets for name in sweep.losses for san in (False, True) for seed in range(sweep.seeds)]
 
 
-def _init_worker() -> None:
-    torch.set_num_threads(1)  # one core per cell: the MLPs are too small to gain from intra-op threads
+def _group_task(cells: Sequence[CellConfig], progress: Any) -> list[dict]:
+    """Pool task: one group in a single-threaded worker, progress (cell-steps) sent to the ``progress`` queue."""
+    torch.set_num_threads(1)  # one core per worker: parallelism comes from the processes
+    return run_group(cells, on_step=progress.put)
 
 
 @contextlib.contextmanager
 def _single_thread() -> Iterator[None]:
     threads = torch.get_num_threads()
-    _init_worker()
+    torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
 
 
+def _run_in_pool(groups: list[list[CellConfig]], workers: int, bar: tqdm) -> list[list[dict]]:
+    """Run the groups in a spawn pool of ``workers`` processes, updating ``bar`` from the workers' progress."""
+    ctx = multiprocessing.get_context('spawn')
+    with ctx.Manager() as manager, ctx.Pool(min(workers, len(groups))) as pool:
+        progress = manager.Queue()
+        pending = [pool.apply_async(_group_task, (g, progress)) for g in groups]
+        while not all(r.ready() for r in pending):
+            with contextlib.suppress(queue.Empty):
+                bar.update(progress.get(timeout=0.5))
+        while not progress.empty():
+            bar.update(progress.get())
+        return [r.get() for r in pending]
+
+
 def run_sweep(cells: Sequence[CellConfig], workers: int = 2, progress: bool = True) -> list[dict]:
-    """Run ``cells`` (in a spawn pool when ``workers > 1``, else in this process); results in input order."""
-    bar = tqdm(total=len(cells), desc='toy cells', unit='cell', disable=not progress)
-    results: list[dict | None] = [None] * len(cells)
-    with contextlib.ExitStack() as stack:
-        if workers > 1:
-            pool = stack.enter_context(multiprocessing.get_context('spawn').Pool(workers, initializer=_init_worker))
-            outputs = pool.imap_unordered(_run_indexed, list(enumerate(cells)))
-        else:
-            stack.enter_context(_single_thread())
-            outputs = map(_run_indexed, enumerate(cells))
-        for i, result in outputs:
-            results[i] = result
-            bar.update()
-            log.debug('%s %s %s seed %d: %.1f s', result['dataset'], result['loss'], result['variant'],
-                      result['seed'], result['wall_s'])
+    """Run ``cells`` in batched groups (a spawn pool of ``workers`` processes when > 1); results in input order."""
+    index_groups = group_cells(cells)
+    groups = [[cells[i] for i in idx] for idx in index_groups]
+    bar = tqdm(total=sum(c.steps for c in cells), desc='toy', unit='cell-step', unit_scale=True,
+               disable=not progress)
+    if workers > 1 and len(groups) > 1:
+        outputs = _run_in_pool(groups, workers, bar)
+    else:
+        with _single_thread():
+            outputs = [run_group(g, on_step=bar.update) for g in groups]
     bar.close()
+    results: list[dict | None] = [None] * len(cells)
+    for idx, out in zip(index_groups, outputs):
+        for i, result in zip(idx, out):
+            results[i] = result
     return results
-
-
-def _run_indexed(item: tuple[int, CellConfig]) -> tuple[int, dict]:
-    i, cfg = item
-    return i, run_cell(cfg)
 
 
 # -- outputs ---------------------------------------------------------------------------------------------------

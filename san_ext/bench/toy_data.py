@@ -6,19 +6,22 @@
   intervals of the curve parameter t.
 
 A data set maps points to (distance to the data's support, mode id) with :meth:`ToyDataset.assign`, so the
-metrics treat mixtures and the curve alike. Imports only numpy and scipy.
+metrics treat mixtures and the curve alike. :func:`training_batches` is the random stream of one training run
+(real batch, the two latent batches and the gradient-penalty mixing weights of every step); the single-cell and
+the batched trainer both read it, so a cell sees the same numbers on either path. Imports only numpy and scipy.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ['ToyDataset', 'get_dataset', 'list_datasets']
+__all__ = ['ToyDataset', 'TrainBatch', 'get_dataset', 'list_datasets', 'training_batches']
 
 _GRID_SCALE = 2.828
 _ROLL_SCALE = 7.5
@@ -26,6 +29,7 @@ _ROLL_NOISE = 0.25
 _ROLL_T_MIN, _ROLL_T_MAX = 1.5 * math.pi, 4.5 * math.pi
 _ROLL_MODES = 20
 _ROLL_POLYLINE_POINTS = 4000
+_STREAM_CHUNK = 64  # steps drawn per numpy call; fixed, so a run's first k steps never depend on its length
 
 Sampler = Callable[[np.random.Generator, int], np.ndarray]
 
@@ -128,3 +132,29 @@ def get_dataset(name: str) -> ToyDataset:
     if name not in _DATASETS:
         raise ValueError(f'unknown toy data set {name!r}; known: {", ".join(_DATASETS)}')
     return _DATASETS[name]
+
+
+# -- training stream -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainBatch:
+    """The random inputs of one training step, float32: real ``[batch, 2]``, latents ``[batch, z_dim]`` for the D
+    and the G step, and ``mix`` ``[batch, 1]`` in [0, 1) for gradient-penalty interpolates."""
+
+    x_real: np.ndarray
+    z_d: np.ndarray
+    z_g: np.ndarray
+    mix: np.ndarray
+
+
+def training_batches(name: str, seed: int, batch: int, z_dim: int) -> Iterator[TrainBatch]:
+    """Endless per-step stream of training inputs for data set ``name``, a function of ``seed`` only.
+
+    Drawn in fixed chunks of steps from ``default_rng([seed, 0])`` (held-out evaluation data uses ``[seed, 1]``).
+    """
+    data, rng = get_dataset(name), np.random.default_rng([seed, 0])
+    while True:
+        x = data.sample(rng, _STREAM_CHUNK * batch).reshape(_STREAM_CHUNK, batch, 2)
+        z = rng.standard_normal((_STREAM_CHUNK, 2, batch, z_dim), dtype=np.float32)
+        mix = rng.random((_STREAM_CHUNK, batch, 1), dtype=np.float32)
+        for i in range(_STREAM_CHUNK):
+            yield TrainBatch(x_real=x[i], z_d=z[i, 0], z_g=z[i, 1], mix=mix[i])
