@@ -59,6 +59,7 @@ setup(
         'safetensors>=0.4',
         'timm>=1.0',
         'ninja>=1.10',  # just-in-time builds of the CUDA ops
+        'scikit-learn>=1.2',  # built-in digits dataset (san_ext.data.builtin)
     ],
     extras_require={
         'test': ['pytest>=7', 'hypothesis>=6', 'POT>=0.9', 'matplotlib>=3.5', 'ruff>=0.4'],

@@ -1,0 +1,52 @@
+"""Built-in datasets that need no download: scikit-learn's 8x8 handwritten digits, for quick starts and tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import PIL.Image
+
+from .sources import Source, SourceItem
+from .storage import DatasetError
+
+__all__ = ['digits_source', 'load_digits_images', 'make_digits_dataset']
+
+
+def load_digits_images(resolution: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's 1,797 digits as uint8 RGB ``[N, R, R, 3]`` (white strokes on black) and int64 labels ``[N]``.
+
+    The 8x8 images (values 0..16) are scaled to 0..255, upsampled with PIL's bilinear filter to ``resolution``
+    and repeated over three channels, so RGB backbones take them as they are.
+    """
+    if resolution < 8 or resolution & (resolution - 1):
+        raise DatasetError(f'digits resolution must be a power of two >= 8 (got {resolution})')
+    from sklearn.datasets import load_digits  # ships its data inside the package: works offline
+    digits = load_digits()
+    small = np.rint(digits.images * (255 / 16)).clip(0, 255).astype(np.uint8)  # [N, 8, 8]
+    grey = np.stack([np.asarray(PIL.Image.fromarray(im).resize((resolution, resolution), PIL.Image.BILINEAR))
+                     for im in small])  # [N, R, R]
+    return np.repeat(grey[..., None], 3, axis=3), digits.target.astype(np.int64)
+
+
+def digits_source(resolution: int = 16) -> Source:
+    """The digits as a conversion source (already at ``resolution``, so no further resizing happens)."""
+    images, labels = load_digits_images(resolution)
+
+    def items() -> Iterator[SourceItem]:
+        for i in range(len(images)):
+            yield SourceItem(f'builtin:digits[{i}]', images[i], int(labels[i]))
+
+    return Source('builtin', 'builtin:digits', len(images), items, True, tuple(str(d) for d in range(10)))
+
+
+def make_digits_dataset(dest: Union[str, os.PathLike], resolution: int = 16, *, force: bool = False,
+                        progress: bool = False) -> Path:
+    """Write the digits (1,797 RGB images, 10 classes) as a labelled StyleGAN-format zip or folder at ``dest``."""
+    from .converters import ConvertConfig, convert_dataset
+    result = convert_dataset(ConvertConfig(source='builtin:digits', dest=str(dest), resolution=resolution,
+                                           force=force), progress=progress)
+    return result.dest
