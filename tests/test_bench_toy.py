@@ -1,4 +1,5 @@
-"""Tests of the 2-D GAN-vs-SAN benchmark: data geometry, metrics against closed forms, one tiny cell, the CLI."""
+"""Tests of the 2-D GAN-vs-SAN benchmark: data, metrics against closed forms, the batched trainer against single
+cells, the CLI."""
 
 from __future__ import annotations
 
@@ -16,6 +17,16 @@ from san_ext.bench import toy
 from san_ext.bench.toy_batched import BatchedD
 from san_ext.bench.toy_data import get_dataset, list_datasets
 from san_ext.bench.toy_metrics import emd, high_quality_mask, modes_covered, sample_metrics
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The models are tiny: intra-op threads gain nothing and stall in OpenMP waits when the cores are busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 MIXTURE_SPECS = {
     'ring8': ([(2 * math.cos(2 * math.pi * k / 8), 2 * math.sin(2 * math.pi * k / 8)) for k in range(8)], 0.02),
