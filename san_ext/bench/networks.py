@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import click
 import torch
@@ -29,6 +26,8 @@ import torch
 from san_ext.networks.discriminator import DiscriminatorConfig, ProjectedDiscriminator
 from san_ext.networks.generator import Generator, GeneratorConfig
 from san_ext.networks.superres import SuperresConfig, SuperresGenerator
+
+from .common import median_seconds, write_json
 
 AMP_DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -64,21 +63,6 @@ def _build(stage: Stage, device: str) -> tuple[torch.nn.Module, ProjectedDiscrim
     return G.to(device), D.to(device).train()
 
 
-def _median_seconds(fn, device: str, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def measure(stage: Stage, device: str, amp: str, warmup: int, repeats: int) -> dict:
     """Forward+backward images/s of G (through its trainable layers) and D (SAN fun+dir), and peak memory."""
     G, D = _build(stage, device)
@@ -101,7 +85,7 @@ def measure(stage: Stage, device: str, amp: str, warmup: int, repeats: int) -> d
     for name, fn in (('G', g_step), ('D', d_step)):
         if device == 'cuda':
             torch.cuda.reset_peak_memory_stats()
-        seconds = _median_seconds(fn, device, warmup, repeats)
+        seconds = median_seconds(fn, device, warmup, repeats)
         row[f'{name}_img_s'] = n / seconds
         row[f'{name}_peak_gib'] = torch.cuda.max_memory_allocated() / 2 ** 30 if device == 'cuda' else None
     return row
@@ -156,9 +140,7 @@ def main(preset, ops, amp, warmup, repeats, out, json_only):
         return
     click.echo(f'device: {result["device"]}')
     click.echo(format_table(rows))
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(result, indent=2))
-    click.echo(f'wrote {out}')
+    click.echo(f'wrote {write_json(out, result)}')
 
 
 if __name__ == '__main__':

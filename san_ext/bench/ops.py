@@ -11,15 +11,13 @@ On a machine without a GPU only the reference column is measured.
 
 from __future__ import annotations
 
-import json
-import statistics
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import click
 import torch
+
+from .common import median_seconds, write_json
 
 # Peak DRAM bandwidth in GB/s by device-name fragment (vendor data sheets); --peak-gbs overrides.
 PEAK_GBS = {'H200': 4800.0, 'H100 SXM': 3350.0, 'H100 NVL': 3900.0, 'H100 PCIe': 2000.0, 'H100': 3350.0,
@@ -98,26 +96,6 @@ def build_cases(batch: int = 8) -> list[Case]:
     ]
 
 
-def _time(fn: Callable[[], None], device: str, warmup: int, repeats: int) -> float:
-    """Median seconds per call after warm-up (CUDA events on a GPU)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device == 'cuda':
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def _measure(case: Case, device: str, impl: str, dtype, warmup: int, repeats: int) -> dict:
     run, leaves = case.make(device, impl, dtype)
     out = run()
@@ -130,14 +108,15 @@ def _measure(case: Case, device: str, impl: str, dtype, warmup: int, repeats: in
 
     def fwd_bwd():
         torch.autograd.grad(run(), leaves, grad)
-    return dict(fwd_s=_time(fwd, device, warmup, repeats), fwdbwd_s=_time(fwd_bwd, device, warmup, repeats),
+    return dict(fwd_s=median_seconds(fwd, device, warmup, repeats),
+                fwdbwd_s=median_seconds(fwd_bwd, device, warmup, repeats),
                 bytes_fwd=nbytes_fwd, bytes_fwdbwd=2 * nbytes_fwd + sum(t.numel() * t.element_size() for t in leaves))
 
 
 def _copy_bandwidth(device: str) -> float:
     x = torch.empty(256 * 2 ** 20, dtype=torch.uint8, device=device)
     y = torch.empty_like(x)
-    seconds = _time(lambda: y.copy_(x), device, 3, 10)
+    seconds = median_seconds(lambda: y.copy_(x), device, 3, 10)
     return 2 * x.numel() / seconds / 1e9
 
 
@@ -209,9 +188,7 @@ def main(device, dtype, ops, warmup, repeats, batch, peak_gbs, out):
     click.echo(f'device: {result["gpu"] or "cpu"}, {dtype}, peak {peak} GB/s, measured copy '
                f'{result["copy_gbs"]:.0f} GB/s')
     click.echo(format_table(result))
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(result, indent=2))
-    click.echo(f'wrote {out}')
+    click.echo(f'wrote {write_json(out, result)}')
 
 
 if __name__ == '__main__':

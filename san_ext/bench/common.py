@@ -1,0 +1,37 @@
+"""Helpers shared by the benchmarks: warm-up-then-median timing and the JSON result file."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+__all__ = ['median_seconds', 'write_json']
+
+
+def median_seconds(fn: Callable[[], object], device: str, warmup: int, repeats: int) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones (synchronised on GPU)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def write_json(out: str | Path, result: dict) -> Path:
+    """Write ``result`` to ``out`` (creating folders) and return the path."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    return path
