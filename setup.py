@@ -57,12 +57,13 @@ setup(
         'tqdm>=4.60',
         'pillow>=9.0',
         'safetensors>=0.4',
+        'tensorboard>=2.10',  # training scalars (san_ext.training.stats)
         'timm>=1.0',
         'ninja>=1.10',  # just-in-time builds of the CUDA ops
         'scikit-learn>=1.2',  # built-in digits dataset (san_ext.data.builtin)
     ],
     extras_require={
-        'test': ['pytest>=7', 'hypothesis>=6', 'POT>=0.9', 'matplotlib>=3.5', 'ruff>=0.4'],
+        'test': ['pytest>=7', 'hypothesis>=6', 'POT>=0.9', 'matplotlib>=3.5', 'ruff>=0.4', 'torch-fidelity>=0.3'],
         'bench': ['POT>=0.9', 'matplotlib>=3.5'],
         'metrics': ['torch-fidelity>=0.3', 'POT>=0.9'],
     },

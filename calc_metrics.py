@@ -1,0 +1,147 @@
+"""``python calc_metrics.py``: score a generator snapshot with FID/KID/IS/PR/DC (see ``--help``); logic in
+san_ext.metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import torch
+
+from san_ext.metrics import MetricOptions, compute_metrics, get_metric, list_extractors, list_metrics, write_result
+from san_ext.metrics.features import extractor_weights
+
+
+def load_network(path: str, device: torch.device) -> torch.nn.Module:
+    """The generator of a snapshot through ``san_ext.checkpoint.load_generator`` (imported only here)."""
+    try:
+        from san_ext.checkpoint import load_generator
+    except ImportError as err:
+        raise click.ClickException(f'cannot load --network {path}: san_ext.checkpoint.load_generator is not '
+                                   f'available in this checkout ({err}); update san_ext or use the library API '
+                                   f'san_ext.metrics.compute_metrics with your own generator') from err
+    try:
+        return load_generator(path, device=device)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise click.ClickException(f'cannot load --network {path}: {err}') from err
+
+
+def _comma_list(ctx, param, value: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in value.split(',') if v.strip())
+    unknown = [n for n in names if n not in list_metrics()]
+    if not names or unknown:
+        raise click.BadParameter(f'unknown metric {unknown[0] if unknown else value!r}; known: '
+                                 f'{", ".join(list_metrics())}', ctx, param)
+    return names
+
+
+def _check_options(metrics: tuple[str, ...], extractor: Optional[str], weights: Optional[str], gpus: int,
+                   device: str) -> None:
+    if extractor is not None and extractor not in list_extractors():
+        known = ', '.join(list_extractors())
+        raise click.ClickException(f'--extractor {extractor!r} is not registered; known: {known}')
+    files = {extractor_weights(extractor or get_metric(m).extractor) for m in metrics} - {None}
+    if weights is not None and Path(weights).is_file() and len(files) > 1:
+        names = ', '.join(sorted(f.name for f in files))
+        raise click.ClickException(f'--weights {weights} is one file but these metrics need {names}: pass a folder '
+                                   f'holding all of them')
+    if device == 'cuda' and gpus > torch.cuda.device_count():
+        raise click.ClickException(f'--gpus {gpus} but PyTorch sees {torch.cuda.device_count()} CUDA GPUs')
+
+
+def _init_process(device: str) -> torch.device:
+    """This process's device; joins torchrun's process group (NCCL on CUDA, gloo on CPU) when there is one."""
+    local_rank = int(os.environ.get('LOCAL_RANK', '0'))
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    dev = torch.device('cuda', local_rank) if device == 'cuda' else torch.device('cpu')
+    if dev.type == 'cuda':
+        torch.cuda.set_device(dev)
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group('nccl' if dev.type == 'cuda' else 'gloo', init_method='env://')
+    return dev
+
+
+@click.command(context_settings={'max_content_width': 120, 'help_option_names': ['-h', '--help']})
+# What to score.
+@click.option('--network', metavar='FILE', required=True, type=click.Path(exists=True, dir_okay=False),
+              help='Generator snapshot (network-snapshot-*.safetensors or a training state)')
+@click.option('--metrics', metavar='LIST', default='fid50k_full', show_default=True, callback=_comma_list,
+              help=f'Comma-separated metrics: {", ".join(list_metrics())}')
+@click.option('--data', metavar='[ZIP|DIR]', type=click.Path(exists=True),
+              help='Reference dataset in StyleGAN format (dataset_tool.py); every metric but is50k needs it')
+# Features.
+@click.option('--extractor', metavar='NAME', help='Feature extractor for every metric  [default: per metric: '
+              'inception, inception_logits or vgg16]')
+@click.option('--weights', metavar='PATH', help='Extractor weight file, or a folder holding them  [default: search '
+              '$SAN_EXT_WEIGHTS, then $TORCH_HOME/hub/checkpoints]')
+# Counts and reproducibility.
+@click.option('--num-gen', type=click.IntRange(min=2), help='Generated images per metric  [default: per metric, '
+              'e.g. 50000]')
+@click.option('--max-ref', type=click.IntRange(min=2), help='Cap on reference images (fixed random subset)  '
+              '[default: per metric]')
+@click.option('--seed', type=int, default=0, show_default=True, help='Seed of latents, classes and KID subsets')
+# Hardware.
+@click.option('--gpus', type=click.IntRange(min=1), default=1, show_default=True,
+              help='Processes (GPUs; CPU processes with --device cpu); >1 relaunches through torchrun')
+@click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
+@click.option('--batch', type=click.IntRange(min=1), default=64, show_default=True, help='Images per forward pass '
+              'per process')
+@click.option('--workers', type=click.IntRange(min=0), default=3, show_default=True, help='Data-loading processes')
+# Output.
+@click.option('--run-dir', metavar='DIR', help='Where metric-NAME.jsonl is appended  [default: the network\'s folder]')
+@click.option('--cache-dir', metavar='DIR', help='Reference statistics cache  [default: $SAN_EXT_CACHE/metrics or '
+              '~/.cache/san_ext/metrics]')
+@click.option('--no-cache', is_flag=True, help='Neither read nor write cached reference statistics')
+@click.option('--no-progress', is_flag=True, help='No progress bars')
+def main(network: str, metrics: tuple[str, ...], data: Optional[str], extractor: Optional[str],
+         weights: Optional[str], num_gen: Optional[int], max_ref: Optional[int], seed: int, gpus: int, device: str,
+         batch: int, workers: int, run_dir: Optional[str], cache_dir: Optional[str], no_cache: bool,
+         no_progress: bool) -> None:
+    """Score a generator snapshot: psi = 1, uniform random classes, reference statistics cached on disk. Results
+    are appended to RUN_DIR/metric-NAME.jsonl with the extractor, resize, counts and time.
+
+    \b
+    Examples:
+      python calc_metrics.py --network runs/00000/network-snapshot-001000.safetensors --data imagenet16.zip \\
+          --metrics fid50k_full,kid50k_full,is50k --gpus 8
+      python calc_metrics.py --network snap.safetensors --data cifar10.zip --metrics pr50k3_full,dc50k \\
+          --weights ~/weights   # folder with the Inception and VGG16 files
+      python calc_metrics.py --network snap.safetensors --data digits16.zip --metrics fid10k_full --num-gen 2000 \\
+          --extractor my_digits_classifier
+    """
+    logging.basicConfig(level=logging.INFO if os.environ.get('RANK', '0') == '0' else logging.WARNING,
+                        format='%(levelname)s %(name)s: %(message)s')
+    _check_options(metrics, extractor, weights, gpus, device)
+    if any(get_metric(m).max_ref != 0 for m in metrics) and data is None:
+        needs = ', '.join(m for m in metrics if get_metric(m).max_ref != 0)
+        raise click.ClickException(f'--data is required for {needs}')
+    if gpus > 1 and 'RANK' not in os.environ:
+        from torch.distributed.run import main as torchrun_main
+
+        torchrun_main(['--standalone', f'--nproc_per_node={gpus}', os.path.abspath(__file__), *sys.argv[1:]])
+        return
+    dev = _init_process(device)
+    G = load_network(network, dev)
+    opts = MetricOptions(num_gen=num_gen, max_ref=max_ref, extractor=extractor, weights=weights, batch_size=batch,
+                         seed=seed, device=str(dev), num_workers=workers, cache=not no_cache, cache_dir=cache_dir,
+                         progress=not no_progress)
+    try:
+        results = compute_metrics(metrics, G, data, opts)
+    except (FileNotFoundError, ValueError, ImportError) as err:  # missing weights, bad data: say so, no traceback
+        raise click.ClickException(str(err)) from err
+    for result in results:
+        file = write_result(result, run_dir or Path(network).parent, network=network)
+        if file is not None:
+            click.echo(f'{json.dumps(result.results)} -> {file}')
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == '__main__':
+    main()
