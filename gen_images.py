@@ -1,0 +1,97 @@
+"""Generate images from a network snapshot: one PNG per (seed, class), optionally a grid (rows = classes)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import click
+import torch
+
+from san_ext.checkpoint import CheckpointError, load_generator
+from san_ext.training import images
+
+
+def parse_range(ctx, param, value: str) -> list[int]:
+    """'0-7,10,12-13' -> [0, 1, ..., 7, 10, 12, 13]."""
+    out = []
+    for part in filter(None, (p.strip() for p in value.split(','))):
+        m = re.fullmatch(r'(\d+)(?:-(\d+))?', part)
+        if not m:
+            raise click.BadParameter(f'{part!r} is not N or N-M')
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise click.BadParameter(f'{part!r}: the range is empty')
+        out.extend(range(lo, hi + 1))
+    if not out:
+        raise click.BadParameter('give at least one value')
+    return out
+
+
+def _classes(G, class_idx, classes: str) -> list:
+    """Class ids to generate, or [None] for an unconditional generator."""
+    if G.c_dim == 0:
+        if class_idx is not None or classes:
+            raise click.ClickException('--class/--classes: this generator is unconditional (c_dim=0)')
+        return [None]
+    if class_idx is not None and classes:
+        raise click.ClickException('give --class or --classes, not both')
+    if classes:
+        ids = list(range(G.c_dim)) if classes == 'all' else parse_range(None, None, classes)
+    elif class_idx is not None:
+        ids = [class_idx]
+    else:
+        raise click.ClickException(f'--class: this generator is conditional ({G.c_dim} classes); pass --class N, '
+                                   '--classes all or --classes 0-9')
+    bad = [i for i in ids if not 0 <= i < G.c_dim]
+    if bad:
+        raise click.ClickException(f'--class/--classes: {bad[0]} is not in 0..{G.c_dim - 1}')
+    return ids
+
+
+@click.command(context_settings={'max_content_width': 120})
+@click.option('--network', 'network_path', metavar='SNAPSHOT', required=True,
+              help='network-snapshot-*.safetensors, best_model.safetensors or a training state')
+@click.option('--seeds', callback=parse_range, default='0-7', show_default=True, help='Seeds, e.g. 0-7,10')
+@click.option('--class', 'class_idx', type=click.IntRange(min=0), help='Class id (conditional networks)')
+@click.option('--classes', metavar='all|LIST', default='', help='Several classes, one grid row each: all or 0-9')
+@click.option('--trunc', 'truncation_psi', type=float, default=1.0, show_default=True,
+              help='Truncation psi (towards each class\'s mean w)')
+@click.option('--outdir', metavar='DIR', required=True, help='Where to save the images')
+@click.option('--grid', is_flag=True, help='Also save grid.png: one row per class, one column per seed')
+@click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
+def main(network_path: str, seeds: list[int], class_idx, classes: str, truncation_psi: float, outdir: str,
+         grid: bool, device: str) -> None:
+    """Generate images with a trained generator (class-wise truncation as StyleGAN-XL).
+
+    \b
+    Examples:
+      python gen_images.py --network runs/00000-.../network-snapshot-000100.safetensors --seeds 0-7 --class 3 \\
+          --trunc 0.7 --outdir out
+      python gen_images.py --network runs/00000-.../best_model.safetensors --seeds 0-9 --classes all --grid \\
+          --outdir out
+    """
+    dev = torch.device('cuda' if device == 'cuda' or (device == 'auto' and torch.cuda.is_available()) else 'cpu')
+    try:
+        G = load_generator(network_path, device=dev)
+    except (CheckpointError, FileNotFoundError) as e:
+        raise click.ClickException(f'--network: {e}') from e
+    ids = _classes(G, class_idx, classes)
+    os.makedirs(outdir, exist_ok=True)
+    z = torch.stack([images.z_from_seed(s, G.z_dim) for s in seeds])  # [S, z_dim]
+    rows = []
+    for cid in ids:
+        c = None if cid is None else torch.nn.functional.one_hot(torch.full([len(seeds)], cid), G.c_dim).float()
+        imgs = images.generate(G, z, c, truncation_psi=truncation_psi)  # uint8 [S, C, H, W]
+        for seed, img in zip(seeds, imgs):
+            name = f'seed{seed:04d}' + ('' if cid is None else f'-class{cid:04d}')
+            images.save_image(img.transpose(1, 2, 0), os.path.join(outdir, f'{name}.png'))
+        rows.append(imgs)
+    if grid:
+        images.save_grid(torch.cat([torch.from_numpy(r) for r in rows]).numpy(), os.path.join(outdir, 'grid.png'),
+                         (len(seeds), len(rows)))
+    click.echo(f'wrote {len(seeds) * len(rows)} images{" and grid.png" if grid else ""} to {outdir}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,370 @@
+"""Checkpoints as safetensors plus a JSON sidecar: snapshots for inference, training states for exact resume.
+
+- ``network-snapshot-{kimg:06d}.safetensors``: the ``G_ema`` state dict (plain keys, loadable by anyone), with
+  ``.json`` beside it holding the generator's architecture, the run config and the progress.
+- ``training-state-{kimg:06d}.safetensors``: G, D, G_ema (keys ``G/...``, ``D/...``, ``G_ema/...``), both
+  optimizers, RNG states and extra loop state; its ``.json`` holds everything that is not a tensor.
+
+Files are written atomically (temp file, fsync, ``os.replace``, directory fsync); the tensors go first and the
+sidecar last, so a file without its sidecar is an interrupted write and :func:`find_latest` skips it. The sidecar
+records the tensor file's size, SHA-256 and a write id also stored in the safetensors header, checked on load.
+Loading never executes code from a file (no pickle): the generator is rebuilt from its recorded config. Used by
+training, ``gen_images.py`` and metrics; imports only the networks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import random
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import safetensors.torch
+import torch
+from torch import nn
+
+from san_ext.networks import Generator, GeneratorConfig, SuperresConfig, SuperresGenerator
+
+__all__ = ['SNAPSHOT_PREFIX', 'STATE_PREFIX', 'CheckpointError', 'TrainingState', 'build_generator',
+           'checkpoint_name', 'find_latest', 'generator_spec', 'load_generator', 'load_training_state',
+           'prune_checkpoints', 'read_sidecar', 'restore_rng_state', 'rng_state', 'save_snapshot',
+           'save_training_state']
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_PREFIX = 'network-snapshot-'
+STATE_PREFIX = 'training-state-'
+SNAPSHOT_FORMAT = 'san-ext/network-snapshot'
+STATE_FORMAT = 'san-ext/training-state'
+VERSION = 1
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete, corrupt or of another kind; the message names the file."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Names, generator architecture.
+
+def checkpoint_name(prefix: str, cur_nimg: int) -> str:
+    """``{prefix}{kimg:06d}`` with kimg = cur_nimg // 1000 (runs shorter than a kimg overwrite one name)."""
+    return f'{prefix}{int(cur_nimg) // 1000:06d}'
+
+
+def generator_spec(G: nn.Module) -> dict:
+    """What :func:`build_generator` needs: the stem's GeneratorConfig and the superres stages on top."""
+    return {'cfg': dataclasses.asdict(G.cfg), 'stages': [dataclasses.asdict(s) for s in getattr(G, 'stages', ())]}
+
+
+def build_generator(spec: Mapping) -> nn.Module:
+    """A randomly initialised generator of the architecture in ``spec`` (see :func:`generator_spec`)."""
+    cfg = GeneratorConfig(**spec['cfg'])
+    stages = [SuperresConfig(**s) for s in spec.get('stages', [])]
+    return SuperresGenerator.from_configs(cfg, stages) if stages else Generator(cfg)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Atomic files.
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` into a hidden temp file beside ``path``, fsync it, then rename it over ``path``."""
+    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
+    try:
+        write(tmp)
+        with open(tmp, 'rb+') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 22), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _cpu_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU copies where needed; storages shared between entries are cloned (safetensors refuses them)."""
+    out, seen = {}, set()
+    for key, t in tensors.items():
+        t = t.detach().to('cpu').contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen and t.numel():
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        out[key] = t
+    return out
+
+
+def _save(path: Path, tensors: Mapping[str, torch.Tensor], sidecar: dict) -> Path:
+    """Write ``path`` (.safetensors) and then its .json sidecar, both atomically; returns ``path``.
+
+    A fresh ``write_id`` goes into the safetensors header and the sidecar: after a crash between the two renames
+    an older sidecar of the same name no longer matches the new tensors, and the pair is treated as incomplete.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = _cpu_tensors(tensors)
+    meta: dict[str, Any] = {'write_id': uuid.uuid4().hex}
+
+    def write_tensors(tmp: Path) -> None:
+        safetensors.torch.save_file(tensors, str(tmp), metadata={'format': sidecar['format'],
+                                                                 'write_id': meta['write_id']})
+        meta.update(tensor_bytes=tmp.stat().st_size, sha256=_sha256(tmp))
+
+    _write_atomic(path, write_tensors)
+    record = {**sidecar, 'tensor_file': path.name, **meta}
+    _write_atomic(path.with_suffix('.json'), lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+    _fsync_dir(path.parent)
+    return path
+
+
+def _header_write_id(tensor_file: Path) -> Optional[str]:
+    """The ``write_id`` in a safetensors header (None if unreadable): 8-byte length, then a JSON header."""
+    try:
+        with open(tensor_file, 'rb') as f:
+            n = int.from_bytes(f.read(8), 'little')
+            if not 0 < n < 1 << 27:
+                return None
+            header = json.loads(f.read(n))
+    except (OSError, ValueError):
+        return None
+    return (header.get('__metadata__') or {}).get('write_id') if isinstance(header, dict) else None
+
+
+def _check_pair(tensor_file: Path, record: dict) -> None:
+    """Raise unless ``tensor_file`` is the file its sidecar ``record`` describes (size and write id)."""
+    if not tensor_file.is_file():
+        raise CheckpointError(f'{tensor_file} is missing (its sidecar exists); use another checkpoint')
+    size = tensor_file.stat().st_size
+    if size != record.get('tensor_bytes') or _header_write_id(tensor_file) != record.get('write_id'):
+        raise CheckpointError(f'{tensor_file} is truncated or was overwritten after its sidecar was written '
+                              f'({size} bytes, sidecar says {record.get("tensor_bytes")}); use another checkpoint')
+
+
+def _tensor_and_sidecar(path: PathLike) -> tuple[Path, Path]:
+    path = Path(path)
+    if path.suffix == '.json':
+        return path.with_suffix('.safetensors'), path
+    return path, path.with_suffix('.json')
+
+
+def read_sidecar(path: PathLike) -> dict:
+    """The JSON sidecar of a checkpoint (``path`` may name either file); fails clearly when missing or corrupt."""
+    tensor_file, side = _tensor_and_sidecar(path)
+    if not side.is_file():
+        raise CheckpointError(f'{side} is missing: {tensor_file.name} is incomplete (an interrupted write?) or not '
+                              'a san-ext checkpoint; use an earlier checkpoint')
+    try:
+        record = json.loads(side.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f'{side} is corrupt ({e}); delete it and its .safetensors, or use another checkpoint') \
+            from e
+    if not isinstance(record, dict) or record.get('format') not in (SNAPSHOT_FORMAT, STATE_FORMAT):
+        raise CheckpointError(f'{side} is not a san-ext checkpoint sidecar (format {record.get("format")!r})'
+                              if isinstance(record, dict) else f'{side} is not a san-ext checkpoint sidecar')
+    return record
+
+
+def _load_tensors(path: PathLike, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    tensor_file, side = _tensor_and_sidecar(path)
+    record = read_sidecar(side)
+    _check_pair(tensor_file, record)
+    if verify and record.get('sha256') and _sha256(tensor_file) != record['sha256']:
+        raise CheckpointError(f'{tensor_file} is corrupt: its SHA-256 differs from the one in {side.name}')
+    try:
+        tensors = safetensors.torch.load_file(str(tensor_file), device='cpu')
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise CheckpointError(f'{tensor_file} is not a readable safetensors file ({e})') from e
+    return tensors, record
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# JSON trees with tensors (optimizer state dicts, RNG states): tensors go to the safetensors file by name.
+
+def _encode(obj: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        tensors[key] = obj
+        return {'__tensor__': key}
+    if isinstance(obj, np.ndarray):
+        tensors[key] = torch.from_numpy(obj.astype(np.int64) if obj.dtype == np.uint32 else obj)
+        return {'__ndarray__': key, 'dtype': str(obj.dtype)}
+    if isinstance(obj, Mapping):
+        return {'__dict__': [[k, _encode(v, f'{key}/{k}', tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {'__tuple__': [_encode(v, f'{key}/{i}', tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, f'{key}/{i}', tensors) for i, v in enumerate(obj)]
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f'cannot store {type(obj).__name__} at {key!r} in a checkpoint')
+
+
+def _decode(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if '__tensor__' in obj:
+        return tensors[obj['__tensor__']]
+    if '__ndarray__' in obj:
+        return tensors[obj['__ndarray__']].numpy().astype(obj['dtype'])
+    if '__tuple__' in obj:
+        return tuple(_decode(v, tensors) for v in obj['__tuple__'])
+    if '__dict__' in obj:
+        return {k: _decode(v, tensors) for k, v in obj['__dict__']}
+    raise CheckpointError(f'unexpected entry {sorted(obj)} in a checkpoint sidecar')
+
+
+def rng_state() -> dict:
+    """The global RNG states: torch CPU, every CUDA device (when initialised), numpy and Python ``random``."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return {'torch': torch.get_rng_state(), 'cuda': cuda, 'numpy': np.random.get_state(),
+            'python': random.getstate()}
+
+
+def restore_rng_state(state: Mapping) -> None:
+    """Inverse of :func:`rng_state` (CUDA states only when the device count matches)."""
+    torch.set_rng_state(state['torch'])
+    cuda = state.get('cuda')
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    np.random.set_state(tuple(state['numpy']))
+    version, internal, gauss = state['python']
+    random.setstate((version, tuple(internal), gauss))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Snapshots (inference).
+
+def save_snapshot(run_dir: PathLike, G_ema: nn.Module, cfg: Optional[Mapping], cur_nimg: int,
+                  name: Optional[str] = None, extra: Optional[Mapping] = None) -> Path:
+    """Write ``G_ema``'s weights as ``network-snapshot-{kimg:06d}.safetensors`` (or ``{name}.safetensors``) plus
+    its sidecar (architecture, ``cfg``, progress, ``extra`` such as metric values); returns the tensor file."""
+    stem = name or checkpoint_name(SNAPSHOT_PREFIX, cur_nimg)
+    sidecar = {'format': SNAPSHOT_FORMAT, 'version': VERSION, 'generator': generator_spec(G_ema),
+               'progress': {'cur_nimg': int(cur_nimg), 'kimg': cur_nimg / 1000}, 'config': cfg,
+               'extra': dict(extra or {})}
+    return _save(Path(run_dir) / f'{stem}.safetensors', G_ema.state_dict(), sidecar)
+
+
+def load_generator(path: PathLike, device: Union[str, torch.device] = 'cpu') -> nn.Module:
+    """Rebuild the generator of a snapshot (or the ``G_ema`` of a training state) in eval mode, frozen."""
+    tensors, record = _load_tensors(path)
+    if record['format'] == STATE_FORMAT:
+        tensors = {k[len('G_ema/'):]: v for k, v in tensors.items() if k.startswith('G_ema/')}
+    try:
+        G = build_generator(record['generator'])
+        G.load_state_dict(tensors, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f'{path}: the weights do not fit the recorded generator ({e})') from e
+    return G.eval().requires_grad_(False).to(device)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training states (exact resume).
+
+@dataclass
+class TrainingState:
+    """A loaded training state: module and optimizer state dicts, RNG states, progress and extra loop state."""
+
+    path: Path
+    modules: dict[str, dict[str, torch.Tensor]]
+    optimizers: dict[str, dict]
+    rng: dict
+    progress: dict
+    extra: dict = field(default_factory=dict)
+    config: Optional[dict] = None
+    generator: Optional[dict] = None
+
+
+def save_training_state(run_dir: PathLike, *, G: nn.Module, D: nn.Module, G_ema: nn.Module,
+                        opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer, cfg: Optional[Mapping],
+                        progress: Mapping[str, Any], extra: Optional[Mapping] = None) -> Path:
+    """Write ``training-state-{kimg:06d}.safetensors`` + sidecar; ``progress`` must hold ``cur_nimg``."""
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, module in (('G', G), ('D', D), ('G_ema', G_ema)):
+        tensors.update({f'{prefix}/{k}': v for k, v in module.state_dict().items()})
+    tree = {'optimizers': {'G': opt_G.state_dict(), 'D': opt_D.state_dict()}, 'rng': rng_state(),
+            'extra': dict(extra or {})}
+    encoded = {k: _encode(v, k, tensors) for k, v in tree.items()}
+    sidecar = {'format': STATE_FORMAT, 'version': VERSION, 'generator': generator_spec(G),
+               'progress': dict(progress), 'config': cfg, 'tree': encoded}
+    path = Path(run_dir) / f'{checkpoint_name(STATE_PREFIX, progress["cur_nimg"])}.safetensors'
+    return _save(path, tensors, sidecar)
+
+
+def load_training_state(path: PathLike, verify: bool = True) -> TrainingState:
+    """Read a training state (either file of the pair); corrupt or partial files raise :class:`CheckpointError`."""
+    tensors, record = _load_tensors(path, verify=verify)
+    if record['format'] != STATE_FORMAT:
+        raise CheckpointError(f'{path} is a network snapshot, not a training state; resume needs a '
+                              f'{STATE_PREFIX}*.safetensors file (or --resume latest)')
+    modules: dict[str, dict[str, torch.Tensor]] = {'G': {}, 'D': {}, 'G_ema': {}}
+    for key, value in tensors.items():
+        prefix, _, rest = key.partition('/')
+        if prefix in modules:
+            modules[prefix][rest] = value
+    tree = {k: _decode(v, tensors) for k, v in record['tree'].items()}
+    return TrainingState(path=_tensor_and_sidecar(path)[0], modules=modules, optimizers=tree['optimizers'],
+                         rng=tree['rng'], progress=record['progress'], extra=tree.get('extra', {}),
+                         config=record.get('config'), generator=record.get('generator'))
+
+
+def _complete(prefix: str, run_dir: Path) -> list[tuple[int, float, Path]]:
+    """(cur_nimg, mtime, tensor file) of every checkpoint in ``run_dir`` with a readable sidecar and tensor file."""
+    found = []
+    for side in run_dir.glob(f'{prefix}*.json'):
+        tensor_file = side.with_suffix('.safetensors')
+        try:
+            record = read_sidecar(side)
+            _check_pair(tensor_file, record)
+        except (CheckpointError, OSError) as e:
+            log.warning('skipping %s: %s', side, e)
+            continue
+        found.append((int(record['progress'].get('cur_nimg', 0)), side.stat().st_mtime, tensor_file))
+    return sorted(found)
+
+
+def find_latest(run_dir: PathLike, prefix: str = STATE_PREFIX) -> Optional[Path]:
+    """The complete checkpoint with the most images seen in ``run_dir`` (None if there is none); files whose
+    sidecar is missing (interrupted writes) or disagrees with them (size, write id) are skipped."""
+    run_dir = Path(run_dir)
+    found = _complete(prefix, run_dir) if run_dir.is_dir() else []
+    return found[-1][2] if found else None
+
+
+def prune_checkpoints(run_dir: PathLike, keep: int, prefix: str = STATE_PREFIX) -> list[Path]:
+    """Delete all but the ``keep`` newest complete checkpoints (sidecar first); ``keep=0`` keeps all."""
+    if keep <= 0:
+        return []
+    doomed = [p for _, _, p in _complete(prefix, Path(run_dir))[:-keep]]
+    for tensor_file in doomed:
+        tensor_file.with_suffix('.json').unlink(missing_ok=True)
+        tensor_file.unlink(missing_ok=True)
+    return doomed

@@ -1,0 +1,201 @@
+"""Setup pieces of the training loop: run directory, data stream, networks, optimizers, classifier.
+
+The data stream is stateless: the global order is a fresh permutation per epoch drawn from (seed, epoch), and the
+batch that starts at image ``cur_nimg`` is positions ``cur_nimg .. cur_nimg + batch - 1`` of that stream, rank r
+taking its contiguous share. A resumed run therefore reads exactly the images it would have read, and N ranks read
+the same images as one process with the same global batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from san_ext.checkpoint import find_latest, load_generator
+from san_ext.layers import normalize_san_weights
+from san_ext.networks import Generator, ProjectedDiscriminator, SuperresGenerator
+
+from . import distributed
+from .config import TrainingConfig
+
+__all__ = ['InfiniteBatchSampler', 'MetricsUnavailableError', 'build_networks', 'build_optimizers', 'make_loader',
+           'metric_module', 'open_training_data', 'reinit_stem', 'resolve_run_dir', 'trainable']
+
+log = logging.getLogger(__name__)
+
+_RUN_DIR = re.compile(r'^(\d+)-(.*)$')
+
+
+class MetricsUnavailableError(RuntimeError):
+    """Metrics were requested but ``san_ext.metrics`` (or the metric) is not available."""
+
+
+def metric_module(names: tuple[str, ...]):
+    """The ``san_ext.metrics`` package when metrics are requested (None for ``--metrics none``). Fails at startup,
+    not after hours of training, when the package, a metric or its feature-extractor weights are missing."""
+    if not names:
+        return None
+    try:
+        import san_ext.metrics as metrics
+        from san_ext.metrics.features import extractor_weights
+    except ImportError as e:
+        raise MetricsUnavailableError(f'{",".join(names)} requested, but san_ext.metrics is not available in this '
+                                      f'installation ({e}); train with --metrics none') from e
+    for name in names:
+        try:
+            spec = metrics.get_metric(name)
+            weights = extractor_weights(spec.extractor)
+            if weights is not None:
+                metrics.find_weights(weights)
+        except (ValueError, FileNotFoundError) as e:
+            raise MetricsUnavailableError(f'{e}; or train with --metrics none') from e
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run directory.
+
+def _run_dirs(outdir: Path) -> list[tuple[int, str, Path]]:
+    if not outdir.is_dir():
+        return []
+    found = []
+    for d in outdir.iterdir():
+        m = _RUN_DIR.match(d.name)
+        if m and d.is_dir():
+            found.append((int(m.group(1)), m.group(2), d))
+    return sorted(found)
+
+
+def resolve_run_dir(cfg: TrainingConfig, create: bool = True) -> tuple[Path, Optional[Path]]:
+    """(run dir, training state to resume from or None), following ``--resume``:
+
+    - ``latest``: the newest ``outdir/NNNNN-{desc}`` holding a complete training state is reused and resumed;
+      with none, a fresh run starts (so the same command starts and continues a run);
+    - a training-state file or a run directory: resumed into a new run directory;
+    - None: a new run directory ``outdir/{max id + 1:05d}-{desc}``.
+    """
+    run = cfg.run
+    outdir = Path(run.outdir)
+    dirs = _run_dirs(outdir)
+    resume: Optional[Path] = None
+    if run.resume == 'latest':
+        for _, desc, d in reversed(dirs):
+            if desc == run.desc and (latest := find_latest(d)) is not None:
+                return d, latest
+    elif run.resume:
+        resume = Path(run.resume)
+        if resume.is_dir():
+            latest = find_latest(resume)
+            if latest is None:
+                raise FileNotFoundError(f'--resume {resume}: no complete training-state-*.safetensors in it')
+            resume = latest
+        elif not resume.is_file():
+            raise FileNotFoundError(f'--resume {resume}: no such file or directory')
+    next_id = max((i for i, _, _ in dirs), default=-1) + 1
+    run_dir = outdir / f'{next_id:05d}-{run.desc}'
+    if create:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    return run_dir, resume
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data.
+
+def open_training_data(cfg: TrainingConfig):
+    """The dataset of ``cfg.data`` through ``san_ext.data.open_dataset``."""
+    from san_ext.data import open_dataset
+
+    d = cfg.data
+    return open_dataset(d.path, use_labels=d.cond, xflip=d.mirror, max_size=d.max_size,
+                        resolution=d.resolution or None)
+
+
+class InfiniteBatchSampler(torch.utils.data.Sampler):
+    """This rank's index lists of consecutive global batches, from image ``start_nimg`` on, forever."""
+
+    def __init__(self, size: int, batch: int, rank: int, world_size: int, seed: int, start_nimg: int = 0) -> None:
+        if size < 1 or batch % world_size:
+            raise ValueError(f'need a non-empty dataset and batch divisible by world size, got {size}, {batch}, '
+                             f'{world_size}')
+        self.size, self.batch, self.rank, self.world_size = size, batch, rank, world_size
+        self.seed, self.start_nimg = seed, start_nimg
+        self._perms: dict[int, np.ndarray] = {}
+
+    def index(self, pos: int) -> int:
+        """Dataset index at global stream position ``pos``."""
+        epoch, offset = divmod(pos, self.size)
+        if epoch not in self._perms:
+            if len(self._perms) > 1:
+                self._perms.pop(min(self._perms))
+            self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.size)
+        return int(self._perms[epoch][offset])
+
+    def __iter__(self) -> Iterator[list[int]]:
+        per_rank = self.batch // self.world_size
+        pos = self.start_nimg + self.rank * per_rank
+        while True:
+            yield [self.index(pos + j) for j in range(per_rank)]
+            pos += self.batch
+
+
+def make_loader(dataset, cfg: TrainingConfig, env: distributed.DistEnv, start_nimg: int) -> Iterator:
+    """An endless iterator of (uint8 images [B/gpus, C, H, W], labels [B/gpus, label_dim]) for this rank."""
+    sampler = InfiniteBatchSampler(len(dataset), cfg.run.batch, env.rank, env.world_size, cfg.run.seed, start_nimg)
+    workers = cfg.data.workers
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                                         pin_memory=env.device.type == 'cuda',
+                                         prefetch_factor=2 if workers > 0 else None)
+    return iter(loader)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Networks and optimizers.
+
+def build_networks(cfg: TrainingConfig, device: torch.device) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """G (a stem, or a superres stage on the ``path_stem`` generator), D and G_ema = deepcopy(G), seeded by
+    ``cfg.run.seed`` so every rank builds the same weights."""
+    torch.manual_seed(cfg.run.seed)
+    if cfg.superres is not None:
+        sr = cfg.superres
+        stem = load_generator(sr.path_stem)
+        G = SuperresGenerator(stem, head_layers=sr.head_layers, up_factor=sr.up_factor)
+    else:
+        G = Generator(cfg.G)
+    D = ProjectedDiscriminator(cfg.D)
+    normalize_san_weights(D)
+    if cfg.run.sync_bn:
+        D = distributed.convert_sync_batchnorm(D)
+    G = G.to(device).train()
+    D = D.to(device).train()
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    return G, D, G_ema
+
+
+def reinit_stem(cfg: TrainingConfig, *generators: nn.Module) -> None:
+    """Copy the stem of ``path_stem`` into superres generators again (upstream does so at every start)."""
+    if cfg.superres is None or not cfg.superres.reinit_stem:
+        return
+    stem = load_generator(cfg.superres.path_stem)
+    for G in generators:
+        G.reinit_stem(stem.to(next(G.parameters()).device))
+
+
+def trainable(G: nn.Module) -> list[nn.Parameter]:
+    """G's parameters that train (the head only in a superres stage)."""
+    return [p for p in G.parameters() if p.requires_grad]
+
+
+def build_optimizers(cfg: TrainingConfig, G: nn.Module, D: nn.Module
+                     ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """Adam for G's trainable parameters and D's heads, with lazy-regularisation scaled lr and betas."""
+    opt_G = torch.optim.Adam(trainable(G), **cfg.optim.adam_kwargs('G'))
+    opt_D = torch.optim.Adam(D.trainable_parameters(), **cfg.optim.adam_kwargs('D'))
+    return opt_G, opt_D

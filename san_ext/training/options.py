@@ -1,0 +1,186 @@
+"""From ``train.py``'s option values to a validated :class:`TrainingConfig`.
+
+Every check that needs the data or the stem checkpoint lives here, and each failure is an :class:`OptionError`
+naming the flag and the fix; ``train.py`` turns it into a ``click.ClickException``. Option names and defaults are
+StyleGAN-XL's (reference/stylegan_xl.md Sec. 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from san_ext import losses
+from san_ext.checkpoint import CheckpointError, read_sidecar
+from san_ext.networks import DiscriminatorConfig, GeneratorConfig
+from san_ext.networks.superres import UP_FACTORS
+
+from .build import MetricsUnavailableError, metric_module
+from .config import PRESETS, DataConfig, RunConfig, SuperresStageConfig, TrainingConfig
+
+__all__ = ['LOSS_CHOICES', 'STEM_RESOLUTIONS', 'OptionError', 'TrainOptions', 'build_config']
+
+STEM_RESOLUTIONS = (8, 16, 32, 64, 128, 256, 512, 1024)  # sides a stem generator can be built for
+LOSS_CHOICES = ('san', *[n for n in losses.list_losses()])
+
+
+class OptionError(ValueError):
+    """An invalid option value; ``flag`` names the option."""
+
+    def __init__(self, flag: str, message: str) -> None:
+        super().__init__(f'{flag}: {message}')
+        self.flag = flag
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The raw values of train.py's options (defaults as StyleGAN-XL's train.py)."""
+
+    outdir: str
+    data: str
+    cfg: str = 'stylegan-xl'
+    gpus: int = 1
+    batch: int = 32
+    batch_gpu: Optional[int] = None
+    cond: bool = False
+    mirror: bool = False
+    kimg: float = 25000
+    glr: Optional[float] = None
+    dlr: float = 0.002
+    cbase: int = 32768
+    cmax: int = 512
+    syn_layers: int = 14
+    superres: bool = False
+    path_stem: Optional[str] = None
+    head_layers: int = 7
+    up_factor: int = 2
+    cls_weight: float = 0.0
+    metrics: tuple[str, ...] = ('fid50k_full',)
+    snap: int = 50
+    tick: float = 4
+    seed: int = 0
+    workers: int = 3
+    fp32: bool = False
+    desc: Optional[str] = None
+    loss: str = 'san'
+    san_lambda: float = 1.0
+    loss_reduction: str = 'sum'
+    backbones: tuple[str, ...] = ('deit_base_distilled_patch16_224', 'tf_efficientnet_lite0')
+    pretrained: bool = True
+    resume: Optional[str] = None
+    device: str = 'auto'
+    sync_bn: bool = False
+    interp_size: int = 224
+    keep_states: int = 3
+
+
+def build_config(o: TrainOptions) -> TrainingConfig:
+    """Validate ``o`` against the data (and the stem for ``--superres``) and build the run's config."""
+    if o.cfg not in PRESETS:
+        raise OptionError('--cfg', f'unknown recipe {o.cfg!r}; known: {", ".join(PRESETS)}')
+    recipe = PRESETS[o.cfg]
+    batch_gpu = _check_batch(o)
+    data = _data_config(o)
+    stem_cfg = _stem_config(o, data) if o.superres else None
+    G = stem_cfg or _generator_config(o, data, recipe.synthesis)
+    superres = SuperresStageConfig(str(o.path_stem), o.head_layers, o.up_factor) if o.superres else None
+    if o.loss not in LOSS_CHOICES:
+        raise OptionError('--loss', f'unknown loss {o.loss!r}; known: {", ".join(LOSS_CHOICES)}')
+    if o.cls_weight > 0 and not o.cond:
+        raise OptionError('--cls_weight', 'classifier guidance needs class labels: add --cond (or --cls_weight 0)')
+    if o.sync_bn and o.device == 'cpu' and o.gpus > 1:
+        raise OptionError('--sync-bn', 'SyncBatchNorm needs CUDA GPUs; drop --sync-bn on CPU')
+    san = o.loss == 'san'
+    loss = dataclasses.replace(recipe.loss, name='hinge' if san else o.loss, san=san, dir_weight=o.san_lambda,
+                               reduction=o.loss_reduction, cls_weight=o.cls_weight, cls_pretrained=o.pretrained,
+                               pl_weight=0.0 if o.superres else recipe.loss.pl_weight)
+    optim = dataclasses.replace(recipe.optim, glr=o.glr if o.glr is not None else recipe.optim.glr, dlr=o.dlr)
+    D = DiscriminatorConfig(backbones=tuple(o.backbones), c_dim=data.label_dim, img_resolution=data.resolution,
+                            img_channels=data.channels, san=san, diffaug=recipe.diffaug, pretrained=o.pretrained,
+                            interp_size=o.interp_size)
+    run = RunConfig(outdir=o.outdir, desc=_describe(o, data), seed=o.seed, gpus=o.gpus, batch=o.batch,
+                    batch_gpu=batch_gpu, kimg=o.kimg, tick=o.tick, snap=o.snap, metrics=_metrics(o.metrics),
+                    device=o.device, resume=o.resume, sync_bn=o.sync_bn, keep_states=o.keep_states)
+    return TrainingConfig(run=run, data=data, G=G, D=D, loss=loss, optim=optim, superres=superres, preset=o.cfg)
+
+
+def _check_batch(o: TrainOptions) -> int:
+    batch_gpu = o.batch_gpu or o.batch // o.gpus
+    if batch_gpu < 1 or o.batch % (o.gpus * batch_gpu):
+        raise OptionError('--batch', f'must be a multiple of --gpus x --batch-gpu (got {o.batch}, {o.gpus} x '
+                                     f'{batch_gpu}); e.g. --batch {o.gpus * max(batch_gpu, 1) * 2}')
+    return batch_gpu
+
+
+def _data_config(o: TrainOptions) -> DataConfig:
+    from san_ext.data import DatasetError, open_dataset
+
+    try:
+        ds = open_dataset(o.data, use_labels=o.cond, xflip=o.mirror)
+    except DatasetError as e:
+        if o.cond and 'label' in str(e):
+            raise OptionError('--cond', f'{e}') from e
+        raise OptionError('--data', str(e)) from e
+    except OSError as e:
+        raise OptionError('--data', f'cannot open {o.data!r} ({e}); pass a dataset zip or folder') from e
+    if o.cond and not ds.has_labels:
+        raise OptionError('--cond', f'{o.data} has no class labels; train without --cond or add dataset.json labels')
+    return DataConfig(path=str(o.data), cond=o.cond, mirror=o.mirror, workers=o.workers, resolution=ds.resolution,
+                      channels=ds.num_channels, label_dim=ds.label_dim)
+
+
+def _generator_config(o: TrainOptions, data: DataConfig, synthesis: str) -> GeneratorConfig:
+    if data.resolution not in STEM_RESOLUTIONS:
+        raise OptionError('--data', f'stem resolution {data.resolution} is not supported (supported: '
+                                    f'{", ".join(map(str, STEM_RESOLUTIONS))}); StyleGAN-XL trains its stem at 16x16: '
+                                    'rebuild the data with dataset_tool.py --resolution 16')
+    try:
+        return GeneratorConfig(img_resolution=data.resolution, c_dim=data.label_dim, img_channels=data.channels,
+                               cfg=synthesis, channel_base=o.cbase, channel_max=o.cmax, num_layers=o.syn_layers,
+                               num_fp16_res=0 if o.fp32 else 4, conv_clamp=None if o.fp32 else 256)
+    except ValueError as e:
+        raise OptionError('--syn_layers', str(e)) from e
+
+
+def _stem_config(o: TrainOptions, data: DataConfig) -> GeneratorConfig:
+    """The stem's GeneratorConfig from its sidecar, checked against --up_factor and the data."""
+    if not o.path_stem:
+        raise OptionError('--superres', 'needs --path_stem, the network snapshot (or best_model.safetensors) of '
+                                        'the previous stage')
+    if o.up_factor not in UP_FACTORS:
+        raise OptionError('--up_factor', f'must be one of {UP_FACTORS}, got {o.up_factor}')
+    try:
+        spec = read_sidecar(o.path_stem)['generator']
+    except CheckpointError as e:
+        raise OptionError('--path_stem', str(e)) from e
+    stem = GeneratorConfig(**spec['cfg'])
+    stem_res = stem.img_resolution * math.prod(int(s['up_factor']) for s in spec.get('stages', []))
+    if stem_res * o.up_factor != data.resolution:
+        raise OptionError('--up_factor', f'the data is {data.resolution}px but the stem makes {stem_res}px x '
+                                         f'--up_factor {o.up_factor} = {stem_res * o.up_factor}px; use data at '
+                                         f'{stem_res * o.up_factor}px or --up_factor {data.resolution // stem_res}')
+    if stem.c_dim != data.label_dim:
+        raise OptionError('--cond', f'the stem has {stem.c_dim} classes but the data {data.label_dim}; '
+                                    'use the same --cond setting and labels as the stem')
+    return stem
+
+
+def _metrics(names: tuple[str, ...]) -> tuple[str, ...]:
+    names = tuple(n for n in names if n)
+    names = () if names in ((), ('none',)) else names
+    try:
+        metric_module(names)
+    except MetricsUnavailableError as e:
+        raise OptionError('--metrics', str(e)) from e
+    return names
+
+
+def _describe(o: TrainOptions, data: DataConfig) -> str:
+    """``{cfg}-{dataset}-gpus{N}-batch{B}[-desc]`` as StyleGAN-XL names its runs."""
+    name = Path(o.data).name
+    name = name[:-4] if name.endswith('.zip') else name
+    desc = f'{o.cfg}-{name}-gpus{o.gpus}-batch{o.batch}'
+    return f'{desc}-{o.desc}' if o.desc else desc
