@@ -22,13 +22,7 @@ SMALL = ('deit_tiny_distilled_patch16_224', 'tf_efficientnet_lite0')
 B = 2
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads spin-wait and run these convs several x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def make_d(res: int = 16, c_dim: int = 10, san: bool = True, seed: int = 0, **kw) -> ProjectedDiscriminator:

@@ -49,13 +49,7 @@ TINY_OPTS = dict(cond=True, batch=4, cbase=512, cmax=32, syn_layers=4, backbones
                  pretrained=False, interp_size=128, metrics=('none',), workers=0, device='cpu')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads spin-wait and run the convs several x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def load_script(name: str):
