@@ -18,6 +18,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+# The process-group queries are shared with the metrics, which must not import training code.
+from ..metrics.distributed import active, barrier, rank, world_size
+
 __all__ = ['DistEnv', 'all_reduce_grads', 'all_reduce_mean', 'barrier', 'broadcast_module', 'broadcast_object',
            'convert_sync_batchnorm', 'init', 'launched_by_torchrun', 'print0', 'rank', 'relaunch', 'resolve_device',
            'seed_for', 'shutdown', 'world_size']
@@ -81,34 +84,15 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def _active() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def rank() -> int:
-    """This process's rank (0 without a process group)."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def world_size() -> int:
-    """Number of processes (1 without a process group)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 def print0(*args, **kwargs) -> None:
     """``print`` on rank 0 only; every other rank stays silent."""
     if rank() == 0:
         print(*args, **kwargs, flush=True)
 
 
-def barrier() -> None:
-    if _active():
-        dist.barrier()
-
-
 def broadcast_object(obj):
     """Rank 0's value of a picklable ``obj`` on every rank (e.g. the run directory, chosen once)."""
-    if not _active():
+    if not active():
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=0)
@@ -118,7 +102,7 @@ def broadcast_object(obj):
 @torch.no_grad()
 def broadcast_module(module: nn.Module) -> None:
     """Copy rank 0's parameters and buffers to every rank, so all processes start from the same weights."""
-    if not _active():
+    if not active():
         return
     for t in [*module.parameters(), *module.buffers()]:
         if t.numel():
@@ -127,7 +111,7 @@ def broadcast_module(module: nn.Module) -> None:
 
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over ranks (a new tensor; ``x`` itself when single-process)."""
-    if not _active():
+    if not active():
         return x
     y = x.clone()
     dist.all_reduce(y)
@@ -144,7 +128,7 @@ def all_reduce_grads(params: Sequence[nn.Parameter]) -> None:
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    if _active():
+    if active():
         flat = torch.cat([p.grad.reshape(-1) for p in params])
         dist.all_reduce(flat)
         flat /= dist.get_world_size()
