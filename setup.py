@@ -67,6 +67,9 @@ setup(
         'bench': ['POT>=0.9', 'matplotlib>=3.5'],
         'metrics': ['torch-fidelity>=0.3', 'POT>=0.9'],
     },
+    # Small data that ships inside the package: the digits classifier used by the digits study's metrics.
+    package_data={'san_ext.bench': ['weights/*.safetensors', 'weights/*.json']},
+    entry_points={'console_scripts': ['san-patch=san_ext.patching.cli:main']},
     ext_modules=EXT_MODULES,
     cmdclass=CMDCLASS,
     classifiers=[
