@@ -94,8 +94,8 @@ class TickLog:
 
     def advance(self, kimg: float) -> None:
         """Move the bar to ``kimg``."""
-        if self._bar is not None:
-            self._bar.update(round(kimg - self._bar.n, 6))
+        if self._bar is not None:  # the last step may pass the total by part of a batch: stop the bar there
+            self._bar.update(round(min(kimg, self._bar.total) - self._bar.n, 6))
 
     def tick(self, kimg: float, fields: dict[str, float]) -> None:
         """Write one tick: a JSON line, TensorBoard scalars at step ``kimg``, and the bar postfix."""
