@@ -3,6 +3,7 @@ san_ext.metrics."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ from typing import Optional
 import click
 import torch
 
+from san_ext.dot.cli import dot_options, load_dot
 from san_ext.metrics import MetricOptions, compute_metrics, get_metric, list_extractors, list_metrics, write_result
 from san_ext.metrics.features import extractor_weights
 
@@ -99,10 +101,13 @@ def _init_process(device: str) -> torch.device:
               '~/.cache/san_ext/metrics]')
 @click.option('--no-cache', is_flag=True, help='Neither read nor write cached reference statistics')
 @click.option('--no-progress', is_flag=True, help='No progress bars')
+# Discriminator optimal transport.
+@dot_options
 def main(network: str, metrics: tuple[str, ...], data: Optional[str], extractor: Optional[str],
          weights: Optional[str], num_gen: Optional[int], max_ref: Optional[int], seed: int, gpus: int, device: str,
          batch: int, workers: int, run_dir: Optional[str], cache_dir: Optional[str], no_cache: bool,
-         no_progress: bool) -> None:
+         no_progress: bool, dot_steps: int, dot_lr: float, dot_opt: str, dot_critic: Optional[str],
+         dot_k: Optional[float], dot_pairs: int) -> None:
     """Score a generator snapshot: psi = 1, uniform random classes, reference statistics cached on disk. Results
     are appended to RUN_DIR/metric-NAME.jsonl with the extractor, resize, counts and time.
 
@@ -114,6 +119,8 @@ def main(network: str, metrics: tuple[str, ...], data: Optional[str], extractor:
           --weights ~/weights   # folder with the Inception and VGG16 files
       python calc_metrics.py --network snap.safetensors --data digits16.zip --metrics fid10k_full --num-gen 2000 \\
           --extractor my_digits_classifier
+      python calc_metrics.py --network snap.safetensors --data cifar10.zip --dot-steps 10  # FID with latent DOT,
+          # its D from the training state beside the snapshot; results in metric-fid50k_full_dot.jsonl
     """
     logging.basicConfig(level=logging.INFO if os.environ.get('RANK', '0') == '0' else logging.WARNING,
                         format='%(levelname)s %(name)s: %(message)s')
@@ -128,15 +135,23 @@ def main(network: str, metrics: tuple[str, ...], data: Optional[str], extractor:
         return
     dev = _init_process(device)
     G = load_network(network, dev)
+    dot = None
+    if dot_steps > 0:  # z moved by latent DOT before G; k_eff estimated once (seeded by --seed) for all batches
+        dot = load_dot(network, G, dot_critic, dev, class_ids=list(range(G.c_dim)) or [None], truncation_psi=1.0,
+                       steps=dot_steps, lr=dot_lr, opt=dot_opt, k_eff=dot_k, pairs=dot_pairs, seed=seed, batch=batch,
+                       echo=os.environ.get('RANK', '0') == '0')
     opts = MetricOptions(num_gen=num_gen, max_ref=max_ref, extractor=extractor, weights=weights, batch_size=batch,
                          seed=seed, device=str(dev), num_workers=workers, cache=not no_cache, cache_dir=cache_dir,
                          progress=not no_progress)
     try:
-        results = compute_metrics(metrics, G, data, opts)
+        results = compute_metrics(metrics, G if dot is None else dot, data, opts)
     except (FileNotFoundError, ValueError, ImportError) as err:  # missing weights, bad data: say so, no traceback
         raise click.ClickException(str(err)) from err
     for result in results:
-        file = write_result(result, run_dir or Path(network).parent, network=network)
+        if dot is not None:  # never mix DOT scores with plain ones: own file, settings beside the network path
+            result = dataclasses.replace(result, metric=f'{result.metric}_dot')
+        file = write_result(result, run_dir or Path(network).parent,
+                            network=network if dot is None else f'{network} ({dot.description})')
         if file is not None:
             click.echo(f'{json.dumps(result.results)} -> {file}')
     if torch.distributed.is_initialized():

@@ -9,6 +9,7 @@ import click
 import torch
 
 from san_ext.checkpoint import CheckpointError, load_generator
+from san_ext.dot.cli import dot_options, load_dot
 from san_ext.training import images
 
 
@@ -60,9 +61,12 @@ def _classes(G, class_idx, classes: str) -> list:
 @click.option('--outdir', metavar='DIR', required=True, help='Where to save the images')
 @click.option('--grid', is_flag=True, help='Also save grid.png: one row per class, one column per seed')
 @click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
+@dot_options
 def main(network_path: str, seeds: list[int], class_idx, classes: str, truncation_psi: float, outdir: str,
-         grid: bool, device: str) -> None:
-    """Generate images with a trained generator (class-wise truncation as StyleGAN-XL).
+         grid: bool, device: str, dot_steps: int, dot_lr: float, dot_opt: str, dot_critic, dot_k, dot_pairs: int
+         ) -> None:
+    """Generate images with a trained generator (class-wise truncation as StyleGAN-XL), optionally improved by
+    latent discriminator optimal transport (--dot-steps, Tanaka et al. 2019) with the run's D as the critic.
 
     \b
     Examples:
@@ -70,6 +74,8 @@ def main(network_path: str, seeds: list[int], class_idx, classes: str, truncatio
           --trunc 0.7 --outdir out
       python gen_images.py --network runs/00000-.../best_model.safetensors --seeds 0-9 --classes all --grid \\
           --outdir out
+      python gen_images.py --network runs/00000-.../network-snapshot-000100.safetensors --seeds 0-7 --class 3 \\
+          --dot-steps 10 --dot-lr 0.01 --outdir out-dot   # D from training-state-000100.safetensors
     """
     dev = torch.device('cuda' if device == 'cuda' or (device == 'auto' and torch.cuda.is_available()) else 'cpu')
     try:
@@ -79,10 +85,15 @@ def main(network_path: str, seeds: list[int], class_idx, classes: str, truncatio
     ids = _classes(G, class_idx, classes)
     os.makedirs(outdir, exist_ok=True)
     z = torch.stack([images.z_from_seed(s, G.z_dim) for s in seeds])  # [S, z_dim]
+    dot = None if dot_steps == 0 else load_dot(network_path, G, dot_critic, dev, class_ids=ids, steps=dot_steps,
+                                               lr=dot_lr, opt=dot_opt, k_eff=dot_k, pairs=dot_pairs,
+                                               truncation_psi=truncation_psi)
     rows = []
     for cid in ids:
         c = None if cid is None else torch.nn.functional.one_hot(torch.full([len(seeds)], cid), G.c_dim).float()
-        imgs = images.generate(G, z, c, truncation_psi=truncation_psi)  # uint8 [S, C, H, W]
+        # latent DOT moves z before the mapping network; truncation then applies as without DOT
+        zc = z if dot is None else dot.transport(z.to(dev), None if c is None else c.to(dev)).cpu()
+        imgs = images.generate(G, zc, c, truncation_psi=truncation_psi)  # uint8 [S, C, H, W]
         for seed, img in zip(seeds, imgs):
             name = f'seed{seed:04d}' + ('' if cid is None else f'-class{cid:04d}')
             images.save_image(img.transpose(1, 2, 0), os.path.join(outdir, f'{name}.png'))

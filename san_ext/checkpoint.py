@@ -31,12 +31,19 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from san_ext.networks import Generator, GeneratorConfig, SuperresConfig, SuperresGenerator
+from san_ext.networks import (
+    DiscriminatorConfig,
+    Generator,
+    GeneratorConfig,
+    ProjectedDiscriminator,
+    SuperresConfig,
+    SuperresGenerator,
+)
 
 __all__ = ['SNAPSHOT_PREFIX', 'STATE_PREFIX', 'CheckpointError', 'TrainingState', 'build_generator',
-           'checkpoint_name', 'find_latest', 'generator_spec', 'load_generator', 'load_training_state',
-           'prune_checkpoints', 'read_sidecar', 'restore_rng_state', 'rng_state', 'save_snapshot',
-           'save_training_state']
+           'checkpoint_name', 'find_latest', 'generator_spec', 'load_discriminator', 'load_generator',
+           'load_training_state', 'prune_checkpoints', 'read_sidecar', 'restore_rng_state', 'rng_state',
+           'save_snapshot', 'save_training_state']
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +341,29 @@ def load_training_state(path: PathLike, verify: bool = True) -> TrainingState:
     return TrainingState(path=_tensor_and_sidecar(path)[0], modules=modules, optimizers=tree['optimizers'],
                          rng=tree['rng'], progress=record['progress'], extra=tree.get('extra', {}),
                          config=record.get('config'), generator=record.get('generator'))
+
+
+def load_discriminator(path: PathLike, device: Union[str, torch.device] = 'cpu') -> nn.Module:
+    """Rebuild the discriminator of a training state in eval mode, frozen (e.g. as the critic of DOT).
+
+    The state holds every tensor of D, the frozen backbones and projections included, so the backbones are built
+    with random weights (``pretrained=False``, no ``checkpoint_paths``) and then overwritten: nothing is downloaded
+    and no local weight file is needed. Fails when ``path`` is a snapshot (those hold G_ema only).
+    """
+    tensors, record = _load_tensors(path)
+    if record['format'] != STATE_FORMAT:
+        raise CheckpointError(f'{path} is a network snapshot, which holds only G_ema; the discriminator is in the '
+                              f'run\'s {STATE_PREFIX}*.safetensors files')
+    cfg = (record.get('config') or {}).get('D')
+    if not isinstance(cfg, Mapping):
+        raise CheckpointError(f'{path}: the sidecar has no discriminator config (config.D); cannot rebuild D')
+    weights = {k[len('D/'):]: v for k, v in tensors.items() if k.startswith('D/')}
+    try:
+        D = ProjectedDiscriminator(DiscriminatorConfig(**{**cfg, 'pretrained': False, 'checkpoint_paths': ()}))
+        D.load_state_dict(weights, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f'{path}: the D weights do not fit the recorded discriminator config ({e})') from e
+    return D.eval().requires_grad_(False).to(device)
 
 
 def _complete(prefix: str, run_dir: Path) -> list[tuple[int, float, Path]]:
