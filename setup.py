@@ -47,7 +47,11 @@ setup(
     long_description_content_type='text/markdown',
     license='MIT',
     python_requires='>=3.9',
-    packages=find_packages(include=['san_ext', 'san_ext.*', 'torch_utils', 'torch_utils.*']),
+    packages=[*find_packages(include=['san_ext', 'san_ext.*', 'torch_utils', 'torch_utils.*']),
+              'san_ext.patching.bundled'],
+    # The patch series in patches/ ships inside the package as san_ext/patching/bundled/ (found from __file__ by
+    # san_ext.patching.series.bundled_series_dir; a source checkout reads patches/ directly).
+    package_dir={'san_ext.patching.bundled': 'patches'},
     # Lower bounds only: current PyTorch 2.x and timm 1.x, never an exact old pin.
     install_requires=[
         'torch>=2.1',
@@ -68,7 +72,8 @@ setup(
         'metrics': ['torch-fidelity>=0.3', 'POT>=0.9'],
     },
     # Small data that ships inside the package: the digits classifier used by the digits study's metrics.
-    package_data={'san_ext.bench': ['weights/*.safetensors', 'weights/*.json']},
+    package_data={'san_ext.bench': ['weights/*.safetensors', 'weights/*.json'],
+                  'san_ext.patching.bundled': ['*/series', '*/*.patch', '*/fingerprints.json']},
     entry_points={'console_scripts': ['san-patch=san_ext.patching.cli:main']},
     ext_modules=EXT_MODULES,
     cmdclass=CMDCLASS,

@@ -1,0 +1,6 @@
+"""``python -m san_ext.patching``: the ``san-patch`` command."""
+
+from .cli import main
+
+if __name__ == '__main__':
+    main()
