@@ -186,6 +186,27 @@ def test_malformed_patch_error_names_file_and_line(synth, mangle, line, words):
     assert code == 3 and 'a-change-a.patch:' in out
 
 
+@pytest.mark.parametrize('listing, words', [
+    ('b b-change-b.patch\na a-change-a.patch\n', 'Requires: a, which comes later in the series'),
+    ('a a-change-a.patch\na b-change-b.patch\n', "patch id 'a' is listed twice"),
+    ('a a-missing.patch\n', "patch file 'a-missing.patch' not found"),
+    ('a a-change-a.patch extra\n', 'expected "<id> <filename>"'),
+])
+def test_bad_series_file_is_a_clear_error(tmp_path, synth, listing, words):
+    d, stages = synth
+    (d / 'series').write_text(listing)
+    code, out = run('check', make_tree(tmp_path / 'sgxl', stages[0]), '--series', d)
+    assert code == 3 and words in out
+
+
+def test_unreadable_state_file_is_a_clear_error(tmp_path, synth):
+    d, stages = synth
+    root = make_tree(tmp_path / 'sgxl', stages[0])
+    (root / STATE_FILE).write_text('{not json')
+    code, out = run('status', root, '--series', d)
+    assert code == 3 and 'delete it' in out
+
+
 # ---------------------------------------------------------------- apply / status / revert
 
 def test_apply_status_revert_round_trip(tmp_path, synth):
@@ -452,11 +473,13 @@ def reconstruct_base(series: Series) -> dict[str, Optional[str]]:
     slots: dict[str, list[list]] = {}  # path -> the current image: [[base line index or None, text or None]]
     known: dict[str, dict[int, str]] = {}
     ends: dict[str, int] = {}
+    hunks = [(fp.path, h) for p in series.patches for fp in p.files for h in fp.hunks]
     for patch in series.patches:
         for fp in patch.files:
-            if fp.path not in slots:
-                slots[fp.path] = [] if fp.kind == 'create' else [[k, None] for k in range(100_000)]
-                known[fp.path] = {} if fp.kind == 'create' else known.get(fp.path, {})
+            if fp.path not in slots:  # enough unknown base lines for every hunk, whatever later patches insert
+                size = sum(h.old_start + len(h.lines) for path, h in hunks if path == fp.path)
+                slots[fp.path] = [] if fp.kind == 'create' else [[k, None] for k in range(size)]
+                known[fp.path] = {}
             img, delta = slots[fp.path], 0
             for h in fp.hunks:
                 pos = (h.old_start - 1 if h.old_len else h.old_start) + delta
@@ -528,6 +551,27 @@ def test_bundled_series_round_trip_on_rebuilt_tree(tmp_path):
     assert read_state(root).applied == series.ids
     assert run('apply', root)[1].startswith('nothing to do')
     assert run('revert', root)[0] == 0
+    assert snapshot(root) == before
+
+
+def test_bundled_series_requires_and_conflicts(tmp_path):
+    series = _bundled()
+    base = reconstruct_base(series)
+    needy = next((p for p in series.patches if p.requires), None)
+    root = make_tree(tmp_path / 'sgxl', base)
+    if needy is not None:
+        code, out = run('apply', root, '--only', needy.id)
+        assert code == 2 and f'patch {needy.id} requires' in out
+    first = series.patches[0].files[0]
+    hunk = first.hunks[0]
+    k = next(i for i, (tag, _) in enumerate(hunk.lines) if tag == ' ')  # a context line of the first hunk
+    lines = split_lines(base[first.path])
+    lines[hunk.old_start - 1 + sum(t != '+' for t, _ in hunk.lines[:k])] = 'a local edit\n'
+    (root / first.path).write_text(''.join(lines))
+    before = snapshot(root)
+    code, out = run('apply', root)
+    header = f'CONFLICT patch {series.ids[0]} ({series.patches[0].path.name}): {first.path} {hunk.header}'
+    assert code == 1 and header in out and "tree has:      'a local edit'" in out
     assert snapshot(root) == before
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -49,6 +50,9 @@ def _handled(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:  # output piped into `head`: stop quietly, as a killed writer would
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
         except tuple(e for e, _ in _ERRORS) as err:
             _fail(str(err), next(code for e, code in _ERRORS if isinstance(err, e)))
     return wrapper
@@ -99,6 +103,10 @@ def main() -> None:
       3  the series, fingerprints.json or .san-patch.json is malformed
       4  writing failed; the tree was restored (the message says so, or which backups to copy back)
     """
+
+
+def _hunks(n: int) -> str:
+    return f'{n} hunk conflicts' if n == 1 else f'{n} hunks conflict'
 
 
 def _echo_conflicts(conflicts: list[Conflict], series: Series) -> None:
@@ -162,8 +170,7 @@ def check_cmd(path: Path, only: Optional[tuple[str, ...]], series_dir: Optional[
         click.echo('result: already applied, nothing to do')
     elif rep.conflicts:
         n = len(rep.conflicts)
-        click.echo(f'result: does NOT apply: {n} hunk{"s" * (n > 1)} conflict with the tree; apply would write '
-                   f'nothing')
+        click.echo(f'result: does NOT apply: {_hunks(n)} with the tree; apply would write nothing')
         _echo_conflicts(rep.conflicts, series)
         sys.exit(EXIT_CONFLICT)
     else:
@@ -194,9 +201,7 @@ def _run_plan(plan: Plan, dry_run: bool) -> None:
         click.echo(f'nothing to do: the selected patches are {what}' + (f' ({", ".join(ids)})' if ids else ''))
         return
     if plan.conflicts:
-        n = len(plan.conflicts)
-        click.echo(f'nothing written: {n} hunk{"s" * (n > 1)} of {", ".join(plan.selected)} do not fit the tree '
-                   f'{plan.checkout.root}')
+        click.echo(f'nothing written: {_hunks(len(plan.conflicts))} with the tree {plan.checkout.root}')
         _echo_conflicts(plan.conflicts, series)
         sys.exit(EXIT_CONFLICT)
     _echo_offsets(plan.placements)
