@@ -594,7 +594,9 @@ def test_bundled_fingerprints_are_current():
     if not path.exists():
         pytest.skip('fingerprints.json not generated yet')
     doc = json.loads(path.read_text())
-    assert doc['patches'] == {p.id: p.sha256 for p in series.patches}, 'stale fingerprints.json: regenerate it'
+    assert doc['patches'] == {p.id: p.sha256 for p in series.patches}, (
+        'stale fingerprints.json: regenerate it with san-patch fingerprint "stylegan_xl 4241ff9=DIR" '
+        '"stylesan-xl 0e52b14=DIR" (see san-patch fingerprint --help)')
     labels = [v['label'] for v in doc['versions']]
     assert any(v.startswith('stylegan_xl 4241ff9') for v in labels) and any('stylesan-xl' in v for v in labels)
     for v in doc['versions']:
