@@ -19,15 +19,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from san_ext.checkpoint import find_latest, load_generator
+from san_ext import legacy
+from san_ext.checkpoint import find_latest, load_generator, read_sidecar
 from san_ext.layers import normalize_san_weights
 from san_ext.networks import Generator, ProjectedDiscriminator, SuperresGenerator
 
 from . import distributed
 from .config import TrainingConfig
 
-__all__ = ['InfiniteBatchSampler', 'MetricsUnavailableError', 'build_networks', 'build_optimizers', 'make_loader',
-           'metric_module', 'open_training_data', 'reinit_stem', 'resolve_run_dir', 'trainable']
+__all__ = ['InfiniteBatchSampler', 'MetricsUnavailableError', 'build_networks', 'build_optimizers', 'load_stem',
+           'make_loader', 'metric_module', 'open_training_data', 'reinit_stem', 'resolve_run_dir', 'stem_spec',
+           'trainable']
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +161,34 @@ def make_loader(dataset, cfg: TrainingConfig, env: distributed.DistEnv, start_ni
 # ---------------------------------------------------------------------------------------------------------------
 # Networks and optimizers.
 
+def _is_legacy_pickle(path: str) -> bool:
+    return Path(path).suffix.lower() == '.pkl'
+
+
+def load_stem(path: str) -> nn.Module:
+    """The generator a superres stage grows on: a san-ext network snapshot, or the ``G_ema`` of a released
+    StyleGAN-XL / StyleSAN-XL ``.pkl`` (e.g. the official imagenet128.pkl) read by :mod:`san_ext.legacy`, which
+    runs no code from the pickle."""
+    if _is_legacy_pickle(path):
+        return legacy.load(path, components=('G_ema',)).G_ema
+    return load_generator(path)
+
+
+def stem_spec(path: str) -> dict:
+    """The stem's architecture ``{'cfg', 'stages'}`` without loading its weights (from a snapshot's sidecar, or
+    inferred from a released pickle). Raises CheckpointError or a ValueError (san_ext.legacy) naming the problem."""
+    if _is_legacy_pickle(path):
+        return legacy.read_generator_spec(path)
+    return read_sidecar(path)['generator']
+
+
 def build_networks(cfg: TrainingConfig, device: torch.device) -> tuple[nn.Module, nn.Module, nn.Module]:
     """G (a stem, or a superres stage on the ``path_stem`` generator), D and G_ema = deepcopy(G), seeded by
     ``cfg.run.seed`` so every rank builds the same weights."""
     torch.manual_seed(cfg.run.seed)
     if cfg.superres is not None:
         sr = cfg.superres
-        stem = load_generator(sr.path_stem)
+        stem = load_stem(sr.path_stem)
         G = SuperresGenerator(stem, head_layers=sr.head_layers, up_factor=sr.up_factor)
     else:
         G = Generator(cfg.G)
@@ -183,7 +206,7 @@ def reinit_stem(cfg: TrainingConfig, *generators: nn.Module) -> None:
     """Copy the stem of ``path_stem`` into superres generators again (upstream does so at every start)."""
     if cfg.superres is None or not cfg.superres.reinit_stem:
         return
-    stem = load_generator(cfg.superres.path_stem)
+    stem = load_stem(cfg.superres.path_stem)
     for G in generators:
         G.reinit_stem(stem.to(next(G.parameters()).device))
 
