@@ -172,16 +172,16 @@ def module_tree(flat: dict, root: nn.Module, class_of) -> nn.Module:
 
 
 # -- generator: ours -> upstream --------------------------------------------------------------------------------
-def upstream_generator(G: nn.Module) -> nn.Module:
-    """Upstream's Generator / SuperresGenerator record tree for our G: names, attributes and _init_kwargs as
-    upstream's constructors set them (channel widths passed already doubled for config T)."""
-    cfg, sd, k = G.cfg, G.state_dict(), CFGS[G.cfg.cfg]
+def _sub(sd: dict, prefix: str, skip: str = '~') -> dict:
+    return {n[len(prefix):]: v for n, v in sd.items() if n.startswith(prefix) and not n[len(prefix):].startswith(skip)}
 
-    def sub(prefix):
-        return {n[len(prefix):]: v for n, v in sd.items() if n.startswith(prefix)}
 
-    def fc(prefix):
-        return module_tree(sub(prefix), persistent('FullyConnectedLayer'), None)
+def _fc(sd: dict, prefix: str) -> nn.Module:
+    return module_tree(_sub(sd, prefix), persistent('FullyConnectedLayer'), None)
+
+
+def upstream_mapping(G: nn.Module, sd: dict) -> nn.Module:
+    cfg = G.cfg
     mapping = persistent('MappingNetwork', z_dim=cfg.z_dim, c_dim=cfg.c_dim, w_dim=cfg.w_dim, num_ws=G.num_ws,
                          num_layers=2, w_avg_beta=cfg.w_avg_beta,
                          _init_kwargs=dict(z_dim=cfg.z_dim, c_dim=cfg.c_dim, w_dim=cfg.w_dim, num_ws=cfg.num_layers + 2,
@@ -190,50 +190,63 @@ def upstream_generator(G: nn.Module) -> nn.Module:
     if cfg.c_dim:
         table[:cfg.c_dim] = sd['mapping.embed.weight']
     mapping.embed = nn.Embedding(1000, cfg.embed_dim, _weight=table)
-    mapping.embed_proj = fc('mapping.embed_proj.') if cfg.c_dim else None
-    mapping.fc0, mapping.fc1 = fc('mapping.fc0.'), fc('mapping.fc1.')
+    mapping.embed_proj = _fc(sd, 'mapping.embed_proj.') if cfg.c_dim else None
+    mapping.fc0, mapping.fc1 = _fc(sd, 'mapping.fc0.'), _fc(sd, 'mapping.fc1.')
     mapping.register_buffer('w_avg', sd['mapping.w_avg'] if cfg.c_dim else sd['mapping.w_avg'][0])
+    return mapping
+
+
+def upstream_layer(G: nn.Module, name: str, sd: dict) -> nn.Module:
+    """A SynthesisLayer record with the attributes upstream's constructor sets (sizes as numpy pairs, etc.)."""
+    layer, s = getattr(G.synthesis, name), getattr(G.synthesis, name).spec
+    up = persistent('SynthesisLayer', w_dim=G.w_dim, is_torgb=s.is_torgb, is_critically_sampled=s.is_critically_sampled,
+                    use_fp16=np.bool_(s.use_fp16), in_channels=s.in_channels, out_channels=s.out_channels,
+                    in_size=np.broadcast_to(np.asarray(s.in_size), [2]),
+                    out_size=np.broadcast_to(np.asarray(s.out_size), [2]), in_sampling_rate=s.in_sampling_rate,
+                    out_sampling_rate=s.out_sampling_rate, in_cutoff=np.float64(s.in_cutoff),
+                    out_cutoff=np.float64(s.out_cutoff), in_half_width=np.float64(s.in_half_width),
+                    out_half_width=np.float64(s.out_half_width), conv_kernel=layer.conv_kernel, conv_clamp=256,
+                    up_factor=layer.up_factor, down_factor=layer.down_factor, padding=list(layer.padding))
+    module_tree(_sub(sd, f'synthesis.{name}.', skip='affine.'), up, None)
+    for f in ('up_filter', 'down_filter'):
+        if getattr(layer, f) is None:
+            up.register_buffer(f, None)
+    up.affine = _fc(sd, f'synthesis.{name}.affine.')
+    return up
+
+
+def upstream_synthesis(G: nn.Module, sd: dict) -> nn.Module:
+    cfg, k, inp = G.cfg, CFGS[G.cfg.cfg], G.synthesis.input
     syn = persistent('SynthesisNetwork', layer_names=list(G.synthesis.layer_names), num_ws=G.num_ws, w_dim=cfg.w_dim,
                      img_resolution=G.img_resolution, num_critical=2, _init_kwargs=dict(
                          w_dim=cfg.w_dim, img_resolution=cfg.img_resolution, img_channels=3,
                          channel_base=k * cfg.channel_base, channel_max=k * cfg.channel_max,
                          magnitude_ema_beta=cfg.magnitude_ema_beta, conv_kernel=3, use_radial_filters=False,
                          num_layers=cfg.num_layers))
-    inp = G.synthesis.input
-    syn.input = module_tree({n: v for n, v in sub('synthesis.input.').items() if not n.startswith('affine.')},
-                            persistent('SynthesisInput', w_dim=cfg.w_dim, channels=inp.channels,
-                                       size=np.broadcast_to(np.asarray(inp.size), [2]),
-                                       sampling_rate=inp.sampling_rate, bandwidth=inp.bandwidth), None)
-    syn.input.affine = fc('synthesis.input.affine.')
+    syn.input = module_tree(_sub(sd, 'synthesis.input.', skip='affine.'), persistent(
+        'SynthesisInput', w_dim=cfg.w_dim, channels=inp.channels, size=np.broadcast_to(np.asarray(inp.size), [2]),
+        sampling_rate=inp.sampling_rate, bandwidth=inp.bandwidth), None)
+    syn.input.affine = _fc(sd, 'synthesis.input.affine.')
     for name in G.synthesis.layer_names:
-        layer, s = getattr(G.synthesis, name), getattr(G.synthesis, name).spec
-        up = persistent('SynthesisLayer', w_dim=cfg.w_dim, is_torgb=s.is_torgb,
-                        is_critically_sampled=s.is_critically_sampled, use_fp16=np.bool_(s.use_fp16),
-                        in_channels=s.in_channels, out_channels=s.out_channels,
-                        in_size=np.broadcast_to(np.asarray(s.in_size), [2]),
-                        out_size=np.broadcast_to(np.asarray(s.out_size), [2]), in_sampling_rate=s.in_sampling_rate,
-                        out_sampling_rate=s.out_sampling_rate, in_cutoff=np.float64(s.in_cutoff),
-                        out_cutoff=np.float64(s.out_cutoff), in_half_width=np.float64(s.in_half_width),
-                        out_half_width=np.float64(s.out_half_width), conv_kernel=layer.conv_kernel, conv_clamp=256,
-                        up_factor=layer.up_factor, down_factor=layer.down_factor, padding=list(layer.padding))
-        module_tree({n: v for n, v in sub(f'synthesis.{name}.').items() if not n.startswith('affine.')}, up, None)
-        for f in ('up_filter', 'down_filter'):
-            if getattr(layer, f) is None:
-                up.register_buffer(f, None)
-        up.affine = fc(f'synthesis.{name}.affine.')
-        setattr(syn, name, up)
+        setattr(syn, name, upstream_layer(G, name, sd))
+    return syn
+
+
+def upstream_generator(G: nn.Module) -> nn.Module:
+    """Upstream's Generator / SuperresGenerator record tree for our G: names, attributes and _init_kwargs as
+    upstream's constructors set them (channel widths passed already doubled for config T)."""
+    cfg, sd = G.cfg, G.state_dict()
     if not G.stages:
         root = persistent('Generator', img_resolution=G.img_resolution, _init_kwargs=dict(
             z_dim=cfg.z_dim, w_dim=cfg.w_dim, mapping_kwargs=EasyDict(rand_embedding=False, num_layers=2),
             c_dim=cfg.c_dim, img_resolution=cfg.img_resolution, img_channels=3))
-        root.synthesis, root.mapping = syn, mapping
-        return root
-    last = G.stages[-1]
-    root = persistent('SuperresGenerator', img_resolution=G.img_resolution, up_factor=last.up_factor,
-                      _init_kwargs=dict(img_resolution=G.img_resolution, path_stem='stem.pkl',
-                                        head_layers=last.head_layers, up_factor=last.up_factor, c_dim=cfg.c_dim,
-                                        img_channels=3))
-    root.mapping, root.synthesis = mapping, syn
+    else:
+        last = G.stages[-1]
+        root = persistent('SuperresGenerator', img_resolution=G.img_resolution, up_factor=last.up_factor,
+                          _init_kwargs=dict(img_resolution=G.img_resolution, path_stem='stem.pkl',
+                                            head_layers=last.head_layers, up_factor=last.up_factor, c_dim=cfg.c_dim,
+                                            img_channels=3))
+    root.mapping, root.synthesis = upstream_mapping(G, sd), upstream_synthesis(G, sd)
     return root
 
 
@@ -421,6 +434,17 @@ def test_reads_tensors_numpy_and_containers(tmp_path, protocol):
     assert out['dev'] == torch.device('cpu') and out['dtype'] is torch.float16 and out['size'] == (2, 3)
 
 
+def test_storages_saved_on_a_gpu_load_on_the_cpu(tmp_path, monkeypatch):
+    """Upstream snapshots pickle CUDA tensors; their storages must come back on the CPU of a GPU-less machine."""
+    monkeypatch.setattr(torch.serialization, 'location_tag', lambda storage: 'cuda:0')
+    raw = pickle.dumps({'t': torch.arange(5.0)}, protocol=4)
+    monkeypatch.undo()
+    assert b'cuda:0' in raw
+    (tmp_path / 'cuda.pkl').write_bytes(raw)
+    out = legacy.read_pickle(tmp_path / 'cuda.pkl')['t']
+    assert out.device.type == 'cpu' and out.tolist() == [0, 1, 2, 3, 4]
+
+
 def _os_system_bytes(cmd: str) -> bytes:
     """A protocol-0 pickle that calls os.system(cmd), written opcode by opcode."""
     return b'cos\nsystem\n(V' + cmd.encode() + b'\ntR.'
@@ -523,6 +547,7 @@ def test_test_pickles_have_upstreams_keys(nets):
 def test_load_converts_G_G_ema_and_D_exactly(pickles, nets):
     G, G_ema, D_plain, _ = nets
     out = legacy.load(pickles['sgxl'])
+    assert not {'pg_modules', 'dnnlib', 'training', 'feature_networks', 'torch_utils.persistence'} & set(sys.modules)
     assert out.config.generator == SMALL and out.config.stages == CHAIN[:1]
     assert out.config.discriminator.backbones == BACKBONES and not out.config.discriminator.san
     for ours, theirs in ((out.G, G), (out.G_ema, G_ema), (out.D, D_plain)):

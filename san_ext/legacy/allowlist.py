@@ -9,7 +9,7 @@ from the pickle's world (timm, pg_modules, dnnlib, the embedded sources):
   subclasses that only store the state the pickle gives them;
 - **references** (``FUNCTION_REFS``): functions upstream stores on modules (a monkey-patched ``forward_flex``),
   kept as names; calling one from the pickle is refused;
-- **data constructors** (``unpickler._safe_constructors``): ``collections.OrderedDict``, ``torch.Size``,
+- **data constructors** (``unpickler._Unpickler._constructors``): ``collections.OrderedDict``, ``torch.Size``,
   ``torch.device``, dtypes, tensor and storage rebuilding (storages go through ``torch.load(weights_only=True)``),
   numpy arrays and scalars (dtype strings only), ``dnnlib.util.EasyDict`` (as a plain dict subclass),
   ``copyreg`` object creation for the classes above only;
