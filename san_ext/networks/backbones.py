@@ -183,7 +183,7 @@ class RandomProjection(nn.Module):
         prev = None
         for i in reversed(range(len(mixed))):
             x = mixed[i] if prev is None else mixed[i] + _match_size(prev, mixed[i])
-            x = F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)
+            x = F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=True)  # as upstream's fusion block
             outs[i] = prev = self.csm[i](x)
         return outs
 
