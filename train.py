@@ -57,7 +57,9 @@ def _bool_option(name: str, help: str):
 @click.option('--fp32', is_flag=True, help='No FP16 layers, no conv clamping')
 # Super-resolution stages.
 @click.option('--superres', is_flag=True, help='Train a super-resolution stage on --path_stem')
-@click.option('--path_stem', metavar='SNAPSHOT', help='Network snapshot of the previous stage')
+@click.option('--path_stem', metavar='SNAPSHOT',
+              help='Network snapshot of the previous stage, or a released StyleGAN-XL/StyleSAN-XL .pkl (read '
+              'without running code from it)')
 @click.option('--head_layers', type=click.IntRange(min=3), default=7, show_default=True,
               help='Layers of the new stage')
 @click.option('--up_factor', type=click.Choice(['2', '4', '8', '16']), default='2', show_default=True,

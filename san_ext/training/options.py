@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Optional
 
 from san_ext import losses
-from san_ext.checkpoint import CheckpointError, read_sidecar
+from san_ext.checkpoint import CheckpointError
 from san_ext.networks import DiscriminatorConfig, GeneratorConfig
 from san_ext.networks.superres import UP_FACTORS
 
-from .build import MetricsUnavailableError, metric_module
+from .build import MetricsUnavailableError, metric_module, stem_spec
 from .config import PRESETS, DataConfig, RunConfig, SuperresStageConfig, TrainingConfig
 
 __all__ = ['LOSS_CHOICES', 'STEM_RESOLUTIONS', 'OptionError', 'TrainOptions', 'build_config']
@@ -149,12 +149,12 @@ def _stem_config(o: TrainOptions, data: DataConfig) -> GeneratorConfig:
     """The stem's GeneratorConfig from its sidecar, checked against --up_factor and the data."""
     if not o.path_stem:
         raise OptionError('--superres', 'needs --path_stem, the network snapshot (or best_model.safetensors) of '
-                                        'the previous stage')
+                                        'the previous stage, or a released StyleGAN-XL/StyleSAN-XL .pkl')
     if o.up_factor not in UP_FACTORS:
         raise OptionError('--up_factor', f'must be one of {UP_FACTORS}, got {o.up_factor}')
     try:
-        spec = read_sidecar(o.path_stem)['generator']
-    except CheckpointError as e:
+        spec = stem_spec(o.path_stem)
+    except (CheckpointError, ValueError) as e:
         raise OptionError('--path_stem', str(e)) from e
     stem = GeneratorConfig(**spec['cfg'])
     stem_res = stem.img_resolution * math.prod(int(s['up_factor']) for s in spec.get('stages', []))
