@@ -116,9 +116,14 @@ def test_aggregate_gives_mean_std_over_seeds_and_counts_improvements():
     assert row['emd']['target-sgd']['mean'] == pytest.approx(np.mean([0.2, 0.6, 0.35]))
     assert row['emd']['bare']['std'] == pytest.approx(np.std([0.3, 0.5, 0.4], ddof=1))
     assert row['k_eff_target']['mean'] == pytest.approx(2.0)
+    assert row['delta_emd']['target-sgd']['mean'] == pytest.approx(np.mean([-0.1, 0.1, -0.05]))  # paired by seed
+    assert row['delta_emd']['target-sgd']['std'] == pytest.approx(np.std([-0.1, 0.1, -0.05], ddof=1))
     lines = format_table([row], methods).splitlines()
     assert lines[0].split() == ['dataset', 'critic', 'data', 'bare', 'target-sgd']
     assert lines[2].split()[3] == '0.400±0.100'
+    lines = format_table([row], methods, delta=True).splitlines()
+    assert lines[0].split() == ['dataset', 'critic', 'target-sgd']
+    assert lines[2].split()[2:] == ['-0.017±0.104', '2/3']
 
 
 # -- the study ----------------------------------------------------------------------------------------------------
@@ -146,8 +151,10 @@ def test_cli_quick_writes_a_table_json_and_figure_with_finite_numbers(tmp_path):
         for m in methods:
             assert math.isfinite(row['emd'][m]['mean']) and math.isfinite(row['emd'][m]['std']), (row['critic'], m)
         assert math.isfinite(row['data_emd']['mean']) and row['k_eff_target']['mean'] > 0
-    table = (tmp_path / 'table.md').read_text().splitlines()
-    assert table[0] == '| dataset | critic | data | ' + ' | '.join(methods) + ' |' and len(table) == 2 + 6
+    table = (tmp_path / 'table.md').read_text()
+    emd_table, delta_table = (part.strip().splitlines()[2:] for part in table.split('###')[1:])
+    assert emd_table[0] == '| dataset | critic | data | ' + ' | '.join(methods) + ' |' and len(emd_table) == 2 + 6
+    assert delta_table[0] == '| dataset | critic | ' + ' | '.join(methods[1:]) + ' |' and len(delta_table) == 2 + 6
     assert 'nan' not in result.output and 'hinge-san' in result.output
     image = matplotlib.image.imread(tmp_path / 'samples.png')
     assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 600
