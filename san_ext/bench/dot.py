@@ -11,10 +11,13 @@ per method) and ``samples.png`` (``dot_report``).
 
 Choices, all fixed before the first run of the study, none tuned on its results:
 
-- Networks, batch and steps: the toy benchmark's MLPs (width 64, z 16-d normal, batch 128) and its 10k G steps, so
-  the default run fits about 10 minutes on 2 CPU cores. The DOT paper's 2-D nets (width 256/512) cost ~5x per step.
+- Networks, batch and steps: the toy benchmark's MLPs (width 64, z 16-d normal, batch 128) and its 10k G steps:
+  the default run takes 430 CPU seconds (10.5 min wall on 2 cores shared with other jobs, load ~5). The DOT
+  paper's 2-D nets (width 256/512) would cost several times more per step.
 - Critic recipes: each critic's standard one (``dot_train``): WGAN-GP as in Gulrajani et al. 2017 (lambda 10,
   5 D steps, Adam 1e-4, (0.5, 0.9)); hinge GAN and SAN with the toy benchmark's Adam 2e-4, (0.5, 0.999), 1:1.
+  WGAN-GP is under-trained at 10k G steps (Gulrajani's toy code runs 100k); on seed 0 neither Adam 2e-4,
+  (0.5, 0.999) nor 1e-4, (0, 0.9) trained it better, so the standard recipe stayed.
 - Transport: 100 steps, lr 0.01 for every method, each run with SGD and with Adam. lr 0.01 is the paper's value
   everywhere. The paper's image code (``execute_dot.py``) uses SGD with 100 updates by default; its 2-D demo
   uses Adam(betas 0, 0.9) for 100 steps. Both are reported because they behave differently near a good critic:
