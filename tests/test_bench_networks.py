@@ -2,9 +2,11 @@
 
 import json
 
+import click
+import pytest
 from click.testing import CliRunner
 
-from san_ext.bench.networks import main, stages
+from san_ext.bench.networks import _upstream_rows, main, stages
 
 
 def test_networks_bench_tiny_preset_runs(tmp_path):
@@ -21,3 +23,10 @@ def test_imagenet_preset_is_the_recipe():
     stem, sr = stages('imagenet')
     assert (stem.batch, sr.batch, stem.gen.c_dim, stem.gen.num_layers) == (64, 32, 1000, 11)
     assert stem.gen.img_resolution * 2 ** len(sr.superres) == 256
+
+
+def test_upstream_comparison_names_the_fix_when_the_checkout_does_not_import(tmp_path):
+    (tmp_path / 'train.py').write_text('')  # a folder without upstream's packages
+    with pytest.raises(click.ClickException, match='san-patch apply') as err:
+        _upstream_rows(str(tmp_path), 'tiny', 'cpu', warmup=0, repeats=1)
+    assert 'No module named' in err.value.message  # the child's own error comes along

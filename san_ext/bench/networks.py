@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import click
 import torch
@@ -99,6 +100,27 @@ def _reference_rows(args: list[str]) -> list[dict]:
     return json.loads(out.stdout)['rows']
 
 
+def _upstream_rows(checkout: str, preset: str, device: str, warmup: int, repeats: int) -> list[dict]:
+    """Upstream StyleGAN-XL's stem G and D from ``checkout``, timed in a child process (see upstream_child.py)."""
+    rows = []
+    for stage in stages(preset):
+        if stage.superres:  # upstream builds a superres G only from a stem pickle; the stem is compared
+            continue
+        g = stage.gen
+        cfg = dict(stage=stage.name, device=device, batch=stage.batch, warmup=warmup, repeats=repeats,
+                   c_dim=g.c_dim, img_resolution=g.img_resolution, channel_base=g.channel_base,
+                   channel_max=g.channel_max, num_layers=g.num_layers, num_fp16_res=g.num_fp16_res,
+                   backbones=list(stage.backbones))
+        child = Path(__file__).with_name('upstream_child.py')
+        out = subprocess.run([sys.executable, str(child), checkout, json.dumps(cfg)], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise click.ClickException(f'--upstream {checkout}: building or timing upstream\'s networks failed '
+                                       f'(does the checkout import on this PyTorch? try `san-patch apply '
+                                       f'{checkout}`):\n{out.stderr[-2000:]}')
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))  # upstream prints to stdout too
+    return rows
+
+
 def format_table(rows: list[dict]) -> str:
     lines = ['| stage | ops | amp | batch | G params | G img/s | G peak GiB | D img/s | D peak GiB |',
              '|' + '---|' * 9]
@@ -120,8 +142,10 @@ def format_table(rows: list[dict]) -> str:
 @click.option('--warmup', type=click.IntRange(0), default=2, show_default=True)
 @click.option('--repeats', type=click.IntRange(1), default=5, show_default=True, help='Timed steps (median).')
 @click.option('--out', type=click.Path(dir_okay=False), default='runs/bench_networks.json', show_default=True)
+@click.option('--upstream', type=click.Path(exists=True, file_okay=False), default=None,
+              help='A StyleGAN-XL checkout: also time its stem G and D (same sizes, same batch) in a child process.')
 @click.option('--json-only', is_flag=True, hidden=True)
-def main(preset, ops, amp, warmup, repeats, out, json_only):
+def main(preset, ops, amp, warmup, repeats, out, upstream, json_only):
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     rows = []
     if ops in ('both', 'cuda'):
@@ -133,6 +157,8 @@ def main(preset, ops, amp, warmup, repeats, out, json_only):
         else:
             rows += _reference_rows(['--preset', preset, '--amp', amp, '--warmup', str(warmup),
                                      '--repeats', str(repeats)])
+    if upstream:
+        rows += _upstream_rows(upstream, preset, device, warmup, repeats)
     result = dict(device=torch.cuda.get_device_name() if device == 'cuda' else 'cpu', torch=torch.__version__,
                   preset=preset, rows=rows)
     if json_only:
