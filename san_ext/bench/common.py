@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable
 
+import click
 import torch
 
-__all__ = ['median_seconds', 'write_json']
+__all__ = ['CommaList', 'median_seconds', 'write_json']
 
 
 def median_seconds(fn: Callable[[], object], device: str, warmup: int, repeats: int) -> float:
@@ -35,3 +37,22 @@ def write_json(out: str | Path, result: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     return path
+
+
+class CommaList(click.ParamType):
+    """A comma-separated list of names, each checked against ``choices``."""
+
+    name = 'list'
+
+    def __init__(self, choices: Sequence[str]) -> None:
+        self.choices = tuple(choices)
+
+    def convert(self, value, param, ctx) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        names = tuple(v.strip() for v in value.split(',') if v.strip())
+        unknown = [v for v in names if v not in self.choices]
+        if unknown or not names:
+            self.fail(f'unknown name(s) {", ".join(map(repr, unknown)) or "(empty list)"}; '
+                      f'choose from {",".join(self.choices)}', param, ctx)
+        return names

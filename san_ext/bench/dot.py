@@ -59,10 +59,10 @@ import click
 import torch
 from tqdm import tqdm
 
+from .common import CommaList
 from .dot_eval import OPTS, TransportConfig, evaluate_member, method_names
 from .dot_report import format_table, write_outputs
 from .dot_train import Member, TrainConfig, get_critic, list_critics, member_callables, train_group
-from .toy import _CommaList
 from .toy_data import list_datasets
 
 __all__ = ['StudyConfig', 'QUICK', 'study_groups', 'run_group', 'run_study', 'main']
@@ -154,9 +154,9 @@ def _config_json(study: StudyConfig) -> dict:
 # -- CLI -------------------------------------------------------------------------------------------------------
 @click.command(context_settings=dict(help_option_names=['-h', '--help']))
 # What to run
-@click.option('--datasets', type=_CommaList(list_datasets()), default=None,
+@click.option('--datasets', type=CommaList(list_datasets()), default=None,
               help=f'Comma list of 2-D data sets.  [default: {",".join(StudyConfig.datasets)}]')
-@click.option('--critics', type=_CommaList(list_critics()), default=None,
+@click.option('--critics', type=CommaList(list_critics()), default=None,
               help=f'Comma list of critics.  [default: {",".join(list_critics())}]')
 @click.option('--seeds', type=click.IntRange(min=1), default=None,
               help=f'Seeds per (data set, critic), seeds 0..N-1.  [default: {StudyConfig.seeds}; --quick: '
@@ -170,7 +170,7 @@ def _config_json(study: StudyConfig) -> dict:
               help='Optimizer steps of every transport (DOT and naive).')
 @click.option('--dot-lr', type=click.FloatRange(min=0, min_open=True), default=TransportConfig.lr,
               show_default=True, help='Learning rate of every transport.')
-@click.option('--dot-opts', type=_CommaList(OPTS), default=','.join(OPTS), show_default=True,
+@click.option('--dot-opts', type=CommaList(OPTS), default=','.join(OPTS), show_default=True,
               help='Optimizers; each transport runs once with each.')
 @click.option('--n-emd', type=click.IntRange(min=2), default=None,
               help=f'Moved samples and held-out real points per EMD.  [default: {TransportConfig.n_emd}; --quick: '

@@ -28,8 +28,8 @@ from san_ext import losses as san_losses
 
 from .toy import CellConfig, build_D, build_G
 from .toy_batched import BatchedD, BatchedMLP, LossSlice, MemberStream
-from .toy_batched import _d_step as batched_d_step  # one D update of every member (SAN re-projection included)
-from .toy_batched import _g_step as batched_g_step
+from .toy_batched import d_step as batched_d_step  # one D update of every member (SAN re-projection included)
+from .toy_batched import g_step as batched_g_step
 from .toy_data import training_batches
 
 __all__ = ['Critic', 'TrainConfig', 'Member', 'list_critics', 'get_critic', 'init_member', 'train_group',

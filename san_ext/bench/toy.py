@@ -63,6 +63,7 @@ from tqdm import tqdm
 import san_ext
 from san_ext import losses as san_losses
 
+from .common import CommaList
 from .toy_batched import BatchedD, BatchedMLP, LossSlice, MemberStream, train_members
 from .toy_data import TrainBatch, get_dataset, list_datasets, training_batches
 from .toy_metrics import aggregate, format_table, sample_metrics
@@ -378,30 +379,11 @@ def write_outputs(sweep: SweepConfig, cells: Sequence[dict], outdir: Path) -> li
 
 
 # -- CLI -------------------------------------------------------------------------------------------------------
-class _CommaList(click.ParamType):
-    """A comma-separated list of names, each checked against ``choices``."""
-
-    name = 'list'
-
-    def __init__(self, choices: Sequence[str]) -> None:
-        self.choices = tuple(choices)
-
-    def convert(self, value, param, ctx) -> tuple[str, ...]:
-        if isinstance(value, tuple):
-            return value
-        names = tuple(v.strip() for v in value.split(',') if v.strip())
-        unknown = [v for v in names if v not in self.choices]
-        if unknown or not names:
-            self.fail(f'unknown name(s) {", ".join(map(repr, unknown)) or "(empty list)"}; '
-                      f'choose from {",".join(self.choices)}', param, ctx)
-        return names
-
-
 @click.command(context_settings=dict(help_option_names=['-h', '--help']))
 # What to run
-@click.option('--datasets', type=_CommaList(list_datasets()), default=None,
+@click.option('--datasets', type=CommaList(list_datasets()), default=None,
               help=f'Comma list of data sets.  [default: {",".join(list_datasets())}]')
-@click.option('--losses', type=_CommaList(san_losses.list_losses()), default=None,
+@click.option('--losses', type=CommaList(san_losses.list_losses()), default=None,
               help=f'Comma list of losses.  [default: all: {",".join(san_losses.list_losses())}; '
                    f'--quick: {",".join(QUICK["losses"])}]')
 @click.option('--seeds', type=click.IntRange(min=1), default=None,

@@ -36,7 +36,7 @@ from san_ext.losses import GANLoss
 
 from .toy_data import TrainBatch
 
-__all__ = ['BatchedMLP', 'BatchedD', 'LossSlice', 'MemberStream', 'train_members']
+__all__ = ['BatchedMLP', 'BatchedD', 'LossSlice', 'MemberStream', 'd_step', 'g_step', 'train_members']
 
 _EPS = 1e-12  # SANLinear's clamp of the row norm
 Logits = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -178,7 +178,7 @@ def _gradient_penalty(D: BatchedD, b: TrainBatch, x_fake: torch.Tensor, members:
     return ((grad.norm(dim=-1) - 1) ** 2).mean(dim=1)
 
 
-def _d_step(G: BatchedMLP, D: BatchedD, opt_D: torch.optim.Optimizer, slices: Sequence[LossSlice],
+def d_step(G: BatchedMLP, D: BatchedD, opt_D: torch.optim.Optimizer, slices: Sequence[LossSlice],
             b: TrainBatch) -> torch.Tensor:
     """One D update of every member; returns the per-member D losses ``[E]``."""
     with torch.no_grad():
@@ -199,7 +199,7 @@ def _d_step(G: BatchedMLP, D: BatchedD, opt_D: torch.optim.Optimizer, slices: Se
     return losses.detach()
 
 
-def _g_step(G: BatchedMLP, D: BatchedD, opt_G: torch.optim.Optimizer, slices: Sequence[LossSlice],
+def g_step(G: BatchedMLP, D: BatchedD, opt_G: torch.optim.Optimizer, slices: Sequence[LossSlice],
             b: TrainBatch) -> torch.Tensor:
     """One G update of every member through D's plain logits; returns the per-member G losses ``[E]``."""
     params = list(G.parameters())
@@ -229,8 +229,8 @@ def train_members(G: BatchedMLP, D: BatchedD, slices: Sequence[LossSlice], strea
     start, reported = time.perf_counter(), 0
     for step in range(1, steps + 1):
         b = stream.next()
-        d_loss = _d_step(G, D, opt_D, slices, b)
-        g_loss = _g_step(G, D, opt_G, slices, b)
+        d_loss = d_step(G, D, opt_D, slices, b)
+        g_loss = g_step(G, D, opt_G, slices, b)
         if on_step is not None and (step % 100 == 0 or step == steps):
             on_step(step - reported)
             reported = step
