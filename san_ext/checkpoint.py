@@ -9,13 +9,12 @@ Files are written atomically (temp file, fsync, ``os.replace``, directory fsync)
 sidecar last, so a file without its sidecar is an interrupted write and :func:`find_latest` skips it. The sidecar
 records the tensor file's size, SHA-256 and a write id also stored in the safetensors header, checked on load.
 Loading never executes code from a file (no pickle): the generator is rebuilt from its recorded config. Used by
-training, ``gen_images.py`` and metrics; imports only the networks.
+training, ``gen_images.py`` and metrics; imports only the networks (and the metrics' file hash).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from san_ext.metrics.weights import file_sha256
 from san_ext.networks import (
     DiscriminatorConfig,
     Generator,
@@ -106,14 +106,6 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 22), b''):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _cpu_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Contiguous CPU copies where needed; storages shared between entries are cloned (safetensors refuses them)."""
     out, seen = {}, set()
@@ -140,7 +132,7 @@ def _save(path: Path, tensors: Mapping[str, torch.Tensor], sidecar: dict) -> Pat
     def write_tensors(tmp: Path) -> None:
         safetensors.torch.save_file(tensors, str(tmp), metadata={'format': sidecar['format'],
                                                                  'write_id': meta['write_id']})
-        meta.update(tensor_bytes=tmp.stat().st_size, sha256=_sha256(tmp))
+        meta.update(tensor_bytes=tmp.stat().st_size, sha256=file_sha256(tmp))
 
     _write_atomic(path, write_tensors)
     record = {**sidecar, 'tensor_file': path.name, **meta}
@@ -200,7 +192,7 @@ def _load_tensors(path: PathLike, verify: bool = True) -> tuple[dict[str, torch.
     tensor_file, side = _tensor_and_sidecar(path)
     record = read_sidecar(side)
     _check_pair(tensor_file, record)
-    if verify and record.get('sha256') and _sha256(tensor_file) != record['sha256']:
+    if verify and record.get('sha256') and file_sha256(tensor_file) != record['sha256']:
         raise CheckpointError(f'{tensor_file} is corrupt: its SHA-256 differs from the one in {side.name}')
     try:
         tensors = safetensors.torch.load_file(str(tensor_file), device='cpu')

@@ -5,7 +5,6 @@ CPU only, tiny generators; no training loop.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -16,6 +15,7 @@ import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
+from scripts import load_script  # tests/scripts.py
 
 from san_ext import checkpoint as ckpt
 from san_ext.checkpoint import CheckpointError
@@ -23,14 +23,6 @@ from san_ext.networks import Generator, GeneratorConfig, SuperresGenerator
 
 TINY = dict(channel_base=512, channel_max=32, num_layers=4)
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    """A top-level CLI script (gen_images.py) as a module, loaded from the repository root."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_g(c_dim: int = 3, seed: int = 0) -> Generator:

@@ -7,7 +7,6 @@ needs a G and a D with the run's architecture, not trained ones.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 import timm
 import torch
 from click.testing import CliRunner
+from scripts import load_script  # tests/scripts.py
 from torch import nn
 
 from san_ext.checkpoint import CheckpointError, load_discriminator, save_snapshot, save_training_state
@@ -35,13 +35,6 @@ EXTRACTOR = 'test-dot-conv'
 DOT = ['--dot-steps', '2', '--dot-pairs', '2', '--dot-lr', '0.05']
 
 pytestmark = pytest.mark.usefixtures('one_thread')
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')

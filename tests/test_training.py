@@ -7,7 +7,6 @@ CPU only: tiny widths (--cbase 512 --cmax 32 --syn_layers 4), one random-weight 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import socket
@@ -21,6 +20,7 @@ import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
+from scripts import load_script  # tests/scripts.py
 
 from san_ext import losses
 from san_ext.checkpoint import find_latest, load_generator, load_training_state
@@ -50,13 +50,6 @@ TINY_OPTS = dict(cond=True, batch=4, cbase=512, cmax=32, syn_layers=4, backbones
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')

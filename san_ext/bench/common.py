@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Callable
 
 import click
 import torch
 
-__all__ = ['CommaList', 'median_seconds', 'write_json']
+__all__ = ['CommaList', 'median_seconds', 'single_thread', 'write_json']
 
 
 def median_seconds(fn: Callable[[], object], device: str, warmup: int, repeats: int) -> float:
@@ -56,3 +57,15 @@ class CommaList(click.ParamType):
             self.fail(f'unknown name(s) {", ".join(map(repr, unknown)) or "(empty list)"}; '
                       f'choose from {",".join(self.choices)}', param, ctx)
         return names
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """One intra-op thread inside the block: tiny networks run as fast, and a fixed thread count keeps float
+    rounding (hence benchmark numbers) reproducible across machines."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -50,16 +50,15 @@ import logging
 import multiprocessing
 import queue
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
-import torch
 from tqdm import tqdm
 
-from .common import CommaList
+from .common import CommaList, single_thread
 from .dot_eval import OPTS, TransportConfig, evaluate_member, method_names
 from .dot_report import format_table, write_outputs
 from .dot_train import Member, TrainConfig, get_critic, list_critics, member_callables, train_group
@@ -106,19 +105,8 @@ def run_group(critic: str, members: Sequence[Member], study: StudyConfig,
     return cells
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """The MLPs are tiny: one thread is as fast, and a fixed thread count keeps float rounding reproducible."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _pool_task(critic: str, members: Sequence[Member], study: StudyConfig, progress: Any) -> list[dict]:
-    with _one_thread():
+    with single_thread():
         return run_group(critic, members, study, on_step=progress.put)
 
 
@@ -140,7 +128,7 @@ def run_study(study: StudyConfig, progress: bool = True) -> list[dict]:
                 bar.update(steps.get())
             outputs = [r.get() for r in pending]
     else:
-        with _one_thread():
+        with single_thread():
             outputs = [run_group(c, m, study, on_step=bar.update) for c, m in groups]
     bar.close()
     rank = {(d, c): k for k, (d, c) in enumerate((d, c) for d in study.datasets for c in study.critics)}

@@ -49,7 +49,7 @@ import logging
 import multiprocessing
 import queue
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ from tqdm import tqdm
 import san_ext
 from san_ext import losses as san_losses
 
-from .common import CommaList
+from .common import CommaList, single_thread
 from .toy_batched import BatchedD, BatchedMLP, LossSlice, MemberStream, train_members
 from .toy_data import TrainBatch, get_dataset, list_datasets, training_batches
 from .toy_metrics import aggregate, format_table, sample_metrics
@@ -295,16 +295,6 @@ def _group_task(cells: Sequence[CellConfig], progress: Any) -> list[dict]:
     return run_group(cells, on_step=progress.put)
 
 
-@contextlib.contextmanager
-def _single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _run_in_pool(groups: list[list[CellConfig]], workers: int, bar: tqdm) -> list[list[dict]]:
     """Run the groups in a spawn pool of ``workers`` processes, updating ``bar`` from the workers' progress."""
     ctx = multiprocessing.get_context('spawn')
@@ -328,7 +318,7 @@ def run_sweep(cells: Sequence[CellConfig], workers: int = 2, progress: bool = Tr
     if workers > 1 and len(groups) > 1:
         outputs = _run_in_pool(groups, workers, bar)
     else:
-        with _single_thread():
+        with single_thread():
             outputs = [run_group(g, on_step=bar.update) for g in groups]
     bar.close()
     results: list[dict | None] = [None] * len(cells)

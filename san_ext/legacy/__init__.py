@@ -10,7 +10,6 @@ ready to be a ``--path_stem`` for a new (SAN) super-resolution stage, to sample 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from san_ext.checkpoint import generator_spec
+from san_ext.metrics.weights import file_sha256
 from san_ext.networks import DiscriminatorConfig, GeneratorConfig, ProjectedDiscriminator, SuperresConfig
 
 from .convert import ConversionError, ConversionReport
@@ -84,21 +84,13 @@ def _plain(value: Any) -> Any:
     return repr(value)
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 22), b''):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _meta(path: str, data: dict) -> dict:
     kind = 'unknown'
     if isinstance(data.get('D'), Record):
         kind = 'stylesan-xl' if heads_kind(ModuleView(data['D'], 'D'))[1] else 'stylegan-xl'
     sources = {k: data[k].module_src_sha256 for k in ('G', 'G_ema') if isinstance(data.get(k), PersistentRecord)}
     aug = data.get('augment_pipe')
-    return {'source': os.path.abspath(path), 'sha256': _sha256(path), 'kind': kind,
+    return {'source': os.path.abspath(path), 'sha256': file_sha256(path), 'kind': kind,
             'training_set_kwargs': _plain(data.get('training_set_kwargs')), 'progress': _plain(data.get('progress')),
             'augment_pipe': None if aug is None else f'{getattr(aug, "qualname", type(aug).__name__)} (not converted)',
             'module_src_sha256': sources, 'reports': {}}
