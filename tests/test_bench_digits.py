@@ -18,6 +18,7 @@ from san_ext.bench import digits_eval as ev
 from san_ext.bench.digits_models import DigitsD, ProjectionD, build_D, build_G
 from san_ext.layers import SANLinear
 from san_ext.metrics import get_extractor, list_extractors
+from san_ext.metrics.weights import file_sha256
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -36,7 +37,7 @@ def test_split_is_stratified_disjoint_and_covers_every_image():
 
 def test_committed_weights_match_their_record_and_classify_the_held_out_split():
     record = dc.record_of()
-    assert record['sha256'] == dc._sha256(dc.DEFAULT_WEIGHTS)
+    assert record['sha256'] == file_sha256(dc.DEFAULT_WEIGHTS)
     assert dc.DEFAULT_WEIGHTS.stat().st_size == record['bytes'] < 200_000
     assert record['split'] == dict(seed=0, test_fraction=0.25, stratified=True, n_train=1347, n_test=450)
     assert record['command'] == dc.REGENERATE
@@ -193,5 +194,5 @@ def test_regenerating_the_classifier_reproduces_the_committed_weights(tmp_path):
     net, new = dc.train_classifier(dc.ClassifierConfig(**record['config']))
     weights, _ = dc.save_classifier(net, new, tmp_path)
     if torch.backends.cpu.get_cpu_capability() == record['cpu_capability']:
-        assert dc._sha256(weights) == record['sha256']
+        assert file_sha256(weights) == record['sha256']
     assert new['test_accuracy'] == pytest.approx(record['test_accuracy'], abs=0.01)

@@ -67,7 +67,7 @@ import san_ext
 from san_ext import losses as san_losses
 
 from . import digits_eval as ev
-from .common import CommaList
+from .common import CommaList, single_thread
 from .digits_models import build_D, build_G
 from .digits_report import aggregate, format_table, write_outputs
 
@@ -267,12 +267,8 @@ def run_study(cells: Sequence[CellConfig], workers: int = 2, progress: bool = Tr
     bar = tqdm(total=sum(c.steps for c in cells), desc='digits', unit='step', unit_scale=True, mininterval=1.0,
                disable=not progress)
     if workers <= 1 or len(cells) == 1:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with single_thread():
             results = [run_cell(c, on_step=bar.update) for c in cells]
-        finally:
-            torch.set_num_threads(threads)
     else:
         ctx = multiprocessing.get_context('spawn')
         with ctx.Manager() as manager, ctx.Pool(min(workers, len(cells))) as pool:

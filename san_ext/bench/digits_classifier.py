@@ -29,7 +29,6 @@ registry's own pattern: a decorator at import, like the built-in extractors); it
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -47,6 +46,9 @@ from torch import nn
 
 from san_ext.data import load_digits_images
 from san_ext.metrics import CallableExtractor, FeatureExtractor, list_extractors, register_extractor
+from san_ext.metrics.weights import file_sha256
+
+from .common import single_thread
 
 __all__ = ['DEFAULT_WEIGHTS', 'EXTRACTOR_NAME', 'FEATURE_DIM', 'ClassifierConfig', 'DigitsCNN', 'digits_cnn',
            'digits_data', 'evaluate_accuracy', 'load_classifier', 'save_classifier', 'split_indices',
@@ -164,9 +166,7 @@ def train_classifier(cfg: ClassifierConfig, progress: bool = False) -> tuple[Dig
     (config, split sizes, test accuracy, seconds)."""
     from tqdm import tqdm
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: same reduction order on every run
-    try:
+    with single_thread():  # one thread: the same reduction order on every run
         images, labels = digits_data()
         train_idx, test_idx = split_indices(labels)
         x, y = to_float(images[train_idx]), torch.from_numpy(labels[train_idx])
@@ -186,8 +186,6 @@ def train_classifier(cfg: ClassifierConfig, progress: bool = False) -> tuple[Dig
                     loss.backward()
                     opt.step()
             seconds = time.perf_counter() - start
-    finally:
-        torch.set_num_threads(threads)
     net.eval()
     record = dict(config=asdict(cfg), split=dict(seed=SPLIT_SEED, test_fraction=TEST_FRACTION, stratified=True,
                                                  n_train=len(train_idx), n_test=len(test_idx)),
@@ -204,10 +202,6 @@ def evaluate_accuracy(net: DigitsCNN, images: np.ndarray, labels: np.ndarray) ->
 
 
 # -- files -----------------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_classifier(net: DigitsCNN, record: dict, out: PathLike) -> tuple[Path, Path]:
     """Write ``digits_cnn.safetensors`` and ``digits_cnn.json`` (the record plus sha256, command, machine) to
     folder ``out``."""
@@ -217,7 +211,7 @@ def save_classifier(net: DigitsCNN, record: dict, out: PathLike) -> tuple[Path, 
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / DEFAULT_WEIGHTS.name
     save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(weights))
-    meta = dict(record, file=weights.name, sha256=_sha256(weights), bytes=weights.stat().st_size,
+    meta = dict(record, file=weights.name, sha256=file_sha256(weights), bytes=weights.stat().st_size,
                 parameters=sum(p.numel() for p in net.parameters()), feature_dim=FEATURE_DIM, command=REGENERATE,
                 torch=torch.__version__, cpu_capability=torch.backends.cpu.get_cpu_capability(),
                 machine=platform.machine())
