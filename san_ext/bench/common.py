@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
+import queue
 import statistics
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import click
+import numpy as np
 import torch
 
-__all__ = ['CommaList', 'median_seconds', 'single_thread', 'write_json']
+__all__ = ['CommaList', 'mean_std', 'median_seconds', 'pool_map', 'single_thread', 'write_json']
 
 
 def median_seconds(fn: Callable[[], object], device: str, warmup: int, repeats: int) -> float:
@@ -69,3 +72,25 @@ def single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std over seeds (std 0 for one value); a diverged seed's NaN propagates to the row."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def pool_map(task: Callable[..., Any], arg_tuples: Sequence[tuple], workers: int, on_progress: Callable[[Any], Any]
+             ) -> list:
+    """``[task(*args, progress_queue) for args in arg_tuples]`` in a spawn pool of ``workers`` processes (results in
+    input order); whatever the tasks put on the queue (e.g. step counts) is passed to ``on_progress`` as it comes."""
+    ctx = multiprocessing.get_context('spawn')
+    with ctx.Manager() as manager, ctx.Pool(min(workers, len(arg_tuples))) as pool:
+        progress = manager.Queue()
+        pending = [pool.apply_async(task, (*args, progress)) for args in arg_tuples]
+        while not all(r.ready() for r in pending):
+            with contextlib.suppress(queue.Empty):
+                on_progress(progress.get(timeout=0.5))
+        while not progress.empty():
+            on_progress(progress.get())
+        return [r.get() for r in pending]

@@ -46,12 +46,9 @@ Examples::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import multiprocessing
 import os
-import queue
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -67,7 +64,7 @@ import san_ext
 from san_ext import losses as san_losses
 
 from . import digits_eval as ev
-from .common import CommaList, single_thread
+from .common import CommaList, pool_map, single_thread
 from .digits_models import build_D, build_G
 from .digits_report import aggregate, format_table, write_outputs
 
@@ -270,14 +267,7 @@ def run_study(cells: Sequence[CellConfig], workers: int = 2, progress: bool = Tr
         with single_thread():
             results = [run_cell(c, on_step=bar.update) for c in cells]
     else:
-        ctx = multiprocessing.get_context('spawn')
-        with ctx.Manager() as manager, ctx.Pool(min(workers, len(cells))) as pool:
-            steps = manager.Queue()
-            pending = [pool.apply_async(_cell_task, (c, steps)) for c in cells]
-            while not all(r.ready() for r in pending):
-                with contextlib.suppress(queue.Empty):
-                    bar.update(steps.get(timeout=0.5))
-            results = [r.get() for r in pending]
+        results = pool_map(_cell_task, [(c,) for c in cells], workers, bar.update)
     bar.close()
     return results
 

@@ -29,6 +29,7 @@ registry's own pattern: a decorator at import, like the built-in extractors); it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -45,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from san_ext.data import load_digits_images
-from san_ext.metrics import CallableExtractor, FeatureExtractor, list_extractors, register_extractor
+from san_ext.metrics import CallableExtractor, FeatureExtractor, register_extractor
 from san_ext.metrics.weights import file_sha256
 
 from .common import single_thread
@@ -252,7 +253,7 @@ def digits_cnn(weights: Optional[PathLike] = None) -> FeatureExtractor:
                              value_range=(-1.0, 1.0)).eval()
 
 
-if EXTRACTOR_NAME not in list_extractors():  # `python -m` runs this file as __main__ and may import it again
+with contextlib.suppress(ValueError):  # already registered: `python -m` runs this file as __main__ and may import it
     register_extractor(EXTRACTOR_NAME, digits_cnn)
 
 

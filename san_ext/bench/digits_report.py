@@ -14,17 +14,12 @@ import numpy as np
 import torch
 
 from . import digits_eval as ev
+from .common import mean_std
 from .digits_classifier import record_of
 
 __all__ = ['aggregate', 'format_table', 'write_outputs']
 
 _KEYS = ('fid', 'precision', 'recall', 'class_kl', 'class_match')
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample std (0 for one value); a NaN (diverged seed) propagates to the row."""
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
 def aggregate(cells: Sequence[dict]) -> list[dict]:
@@ -41,14 +36,14 @@ def aggregate(cells: Sequence[dict]) -> list[dict]:
                 continue
             for key in _KEYS:
                 if key in group[0]['metrics'][mode]:
-                    row[f'{mode}_{key}_mean'], row[f'{mode}_{key}_std'] = _mean_std(
+                    row[f'{mode}_{key}_mean'], row[f'{mode}_{key}_std'] = mean_std(
                         [c['metrics'][mode][key] for c in group])
         if all('dot' in c['metrics'] for c in group):
             row['k_eff_mean'] = float(np.nanmean([np.nanmean(c['metrics']['dot']['k_eff']) for c in group]))
             delta = [c['metrics']['dot']['fid'] - c['metrics']['bare']['fid'] for c in group]  # paired by seed
-            row['dot_fid_delta_mean'], row['dot_fid_delta_std'] = _mean_std(delta)
+            row['dot_fid_delta_mean'], row['dot_fid_delta_std'] = mean_std(delta)
             row['dot_fid_improved'] = sum(d < 0 for d in delta)
-        row['train_s_mean'] = _mean_std([c['train_s'] for c in group])[0]
+        row['train_s_mean'] = mean_std([c['train_s'] for c in group])[0]
         rows.append(row)
     return rows
 

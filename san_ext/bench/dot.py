@@ -44,11 +44,8 @@ Examples::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import multiprocessing
-import queue
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,7 +55,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from .common import CommaList, single_thread
+from .common import CommaList, pool_map, single_thread
 from .dot_eval import OPTS, TransportConfig, evaluate_member, method_names
 from .dot_report import format_table, write_outputs
 from .dot_train import Member, TrainConfig, get_critic, list_critics, member_callables, train_group
@@ -117,16 +114,7 @@ def run_study(study: StudyConfig, progress: bool = True) -> list[dict]:
     total = sum(study.train.steps * len(members) for _, members in groups)
     bar = tqdm(total=total, desc='dot study', unit='G-step', unit_scale=True, mininterval=1.0, disable=not progress)
     if study.workers > 1 and len(groups) > 1:
-        ctx = multiprocessing.get_context('spawn')
-        with ctx.Manager() as manager, ctx.Pool(min(study.workers, len(groups))) as pool:
-            steps = manager.Queue()
-            pending = [pool.apply_async(_pool_task, (c, m, study, steps)) for c, m in groups]
-            while not all(r.ready() for r in pending):
-                with contextlib.suppress(queue.Empty):
-                    bar.update(steps.get(timeout=0.5))
-            while not steps.empty():
-                bar.update(steps.get())
-            outputs = [r.get() for r in pending]
+        outputs = pool_map(_pool_task, [(c, m, study) for c, m in groups], study.workers, bar.update)
     else:
         with single_thread():
             outputs = [run_group(c, m, study, on_step=bar.update) for c, m in groups]

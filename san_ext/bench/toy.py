@@ -42,12 +42,9 @@ Examples::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
-import multiprocessing
-import queue
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,7 +60,7 @@ from tqdm import tqdm
 import san_ext
 from san_ext import losses as san_losses
 
-from .common import CommaList, single_thread
+from .common import CommaList, pool_map, single_thread
 from .toy_batched import BatchedD, BatchedMLP, LossSlice, MemberStream, train_members
 from .toy_data import TrainBatch, get_dataset, list_datasets, training_batches
 from .toy_metrics import aggregate, format_table, sample_metrics
@@ -297,16 +294,7 @@ def _group_task(cells: Sequence[CellConfig], progress: Any) -> list[dict]:
 
 def _run_in_pool(groups: list[list[CellConfig]], workers: int, bar: tqdm) -> list[list[dict]]:
     """Run the groups in a spawn pool of ``workers`` processes, updating ``bar`` from the workers' progress."""
-    ctx = multiprocessing.get_context('spawn')
-    with ctx.Manager() as manager, ctx.Pool(min(workers, len(groups))) as pool:
-        progress = manager.Queue()
-        pending = [pool.apply_async(_group_task, (g, progress)) for g in groups]
-        while not all(r.ready() for r in pending):
-            with contextlib.suppress(queue.Empty):
-                bar.update(progress.get(timeout=0.5))
-        while not progress.empty():
-            bar.update(progress.get())
-        return [r.get() for r in pending]
+    return pool_map(_group_task, [(g,) for g in groups], workers, bar.update)
 
 
 def run_sweep(cells: Sequence[CellConfig], workers: int = 2, progress: bool = True) -> list[dict]:

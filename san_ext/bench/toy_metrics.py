@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import ot
 
+from .common import mean_std
 from .toy_data import ToyDataset
 
 __all__ = ['high_quality_mask', 'modes_covered', 'emd', 'sample_metrics', 'aggregate', 'format_table']
@@ -58,12 +59,6 @@ def sample_metrics(dataset: ToyDataset, x_gen: np.ndarray, x_real: np.ndarray) -
 
 
 # -- aggregation and tables ------------------------------------------------------------------------------------
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample std (0 for a single value); a diverged seed's NaN propagates to the row."""
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
-
-
 def aggregate(cells: Sequence[dict]) -> list[dict]:
     """One row per (dataset, loss, variant): mean and std over seeds of every metric, in first-seen order."""
     groups: dict[tuple, list[dict]] = {}
@@ -73,7 +68,7 @@ def aggregate(cells: Sequence[dict]) -> list[dict]:
     for (dataset, loss, variant), group in groups.items():
         row = dict(dataset=dataset, loss=loss, variant=variant, n_seeds=len(group), n_modes=group[0]['n_modes'])
         for key in ('modes_covered', 'high_quality', 'emd', 'wall_s'):
-            row[f'{key}_mean'], row[f'{key}_std'] = _mean_std([c[key] for c in group])
+            row[f'{key}_mean'], row[f'{key}_std'] = mean_std([c[key] for c in group])
         rows.append(row)
     return rows
 

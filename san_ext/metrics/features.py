@@ -14,6 +14,7 @@ Anything else: wrap a module in :class:`CallableExtractor` and :func:`register_e
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol, Union, runtime_checkable
@@ -121,6 +122,8 @@ class _Entry:
 
 
 _EXTRACTORS: dict[str, _Entry] = {}
+# Extractors that register themselves when their module is imported; imported on first use by name.
+_PROVIDED_BY = {'digits_cnn': 'san_ext.bench.digits_classifier'}  # the digits study's own classifier
 
 
 def register_extractor(name: str, factory: Optional[Callable[..., FeatureExtractor]] = None, *,
@@ -138,10 +141,12 @@ def register_extractor(name: str, factory: Optional[Callable[..., FeatureExtract
 
 def list_extractors() -> list[str]:
     """Registered extractor names, sorted."""
-    return sorted(_EXTRACTORS)
+    return sorted(set(_EXTRACTORS) | set(_PROVIDED_BY))
 
 
 def _entry(name: str) -> _Entry:
+    if name not in _EXTRACTORS and name in _PROVIDED_BY:
+        importlib.import_module(_PROVIDED_BY[name])  # registers it
     if name not in _EXTRACTORS:
         raise ValueError(f'unknown feature extractor {name!r}; known: {", ".join(list_extractors())}')
     return _EXTRACTORS[name]
