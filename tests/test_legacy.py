@@ -325,3 +325,22 @@ def test_a_released_pickle_converts():
     z, c = G_input(out.G_ema, 1)
     with torch.no_grad():
         assert torch.isfinite(out.G_ema(z, c)).all()
+
+
+def test_train_options_take_a_released_pickle_as_path_stem(tmp_path, pickles, nets):
+    """`train.py --superres --path_stem X.pkl`: the option checks read the stem's architecture from the pickle."""
+    from san_ext.data import make_digits_dataset
+    from san_ext.training.options import OptionError, TrainOptions, build_config
+
+    data64 = make_digits_dataset(tmp_path / 'digits64.zip', resolution=64)
+    opts = dict(outdir=str(tmp_path / 'runs'), cond=True, batch=4, backbones=('tf_efficientnet_lite0',),
+                pretrained=False, metrics=('none',), workers=0, device='cpu', superres=True, head_layers=3)
+    cfg = build_config(TrainOptions(data=str(data64), path_stem=str(pickles['sgxl']), up_factor=2, **opts))
+    spec = legacy.read_generator_spec(pickles['sgxl'])
+    assert cfg.superres.path_stem == str(pickles['sgxl']) and dataclasses.asdict(cfg.G) == spec['cfg']
+    with pytest.raises(OptionError, match='--up_factor'):  # the 32 px pickle stem x 4 is not 64 px
+        build_config(TrainOptions(data=str(data64), path_stem=str(pickles['sgxl']), up_factor=4, **opts))
+    bogus = tmp_path / 'bogus.pkl'
+    bogus.write_bytes(b'not a pickle')
+    with pytest.raises(OptionError, match='--path_stem'):
+        build_config(TrainOptions(data=str(data64), path_stem=str(bogus), up_factor=2, **opts))
