@@ -94,8 +94,9 @@ class TickLog:
 
     def advance(self, kimg: float) -> None:
         """Move the bar to ``kimg``."""
-        if self._bar is not None:  # the last step may pass the total by part of a batch: stop the bar there
-            self._bar.update(round(min(kimg, self._bar.total) - self._bar.n, 6))
+        if self._bar is not None:  # absolute position, stopped at the total: the last step may pass it by part of
+            self._bar.n = min(round(kimg, 6), self._bar.total)  # a batch, and summed float deltas by an ulp
+            self._bar.update(0)  # redraws when tqdm's mininterval is due
 
     def tick(self, kimg: float, fields: dict[str, float]) -> None:
         """Write one tick: a JSON line, TensorBoard scalars at step ``kimg``, and the bar postfix."""
