@@ -601,3 +601,10 @@ def test_bundled_fingerprints_are_current():
     assert any(v.startswith('stylegan_xl 4241ff9') for v in labels) and any('stylesan-xl' in v for v in labels)
     for v in doc['versions']:
         assert set(series.paths()) <= set(v['files']), v['label']
+
+
+def test_san_patch_starts_without_importing_torch():
+    """san_ext's top-level names load lazily, so the patch tool (stdlib + click) starts in a fraction of a second."""
+    code = ('import sys, san_ext.patching.cli, san_ext; assert "torch" not in sys.modules, "torch imported"; '
+            'from san_ext import SANLinear, losses; assert "torch" in sys.modules and losses.get("hinge")')
+    subprocess.run([sys.executable, '-c', code], check=True)
