@@ -148,10 +148,10 @@ def main(network: str, metrics: tuple[str, ...], data: Optional[str], extractor:
     except (FileNotFoundError, ValueError, ImportError) as err:  # missing weights, bad data: say so, no traceback
         raise click.ClickException(str(err)) from err
     for result in results:
-        if dot is not None:  # never mix DOT scores with plain ones: own file, settings beside the network path
+        if dot is not None:  # never mix DOT scores with plain ones: own file, settings under 'dot'
             result = dataclasses.replace(result, metric=f'{result.metric}_dot')
-        file = write_result(result, run_dir or Path(network).parent,
-                            network=network if dot is None else f'{network} ({dot.description})')
+        file = write_result(result, run_dir or Path(network).parent, network=network,
+                            extra=None if dot is None else {'dot': dot.settings})
         if file is not None:
             click.echo(f'{json.dumps(result.results)} -> {file}')
     if torch.distributed.is_initialized():

@@ -154,7 +154,10 @@ def test_calc_metrics_fid_with_dot_is_one_flag(run, tmp_path, monkeypatch):
         assert res.exit_code == 0, res.output
     plain = json.loads((tmp_path / 'metric-fid50k_full.jsonl').read_text())
     dot = json.loads((tmp_path / 'metric-fid50k_full_dot.jsonl').read_text())
-    assert plain['network'] == str(run['snapshot'])
-    assert 'latent DOT: 2 sgd steps' in dot['network'] and run['state'].name in dot['network']
+    assert plain['network'] == dot['network'] == str(run['snapshot']) and 'dot' not in plain
+    settings = dot['dot']  # the DOT settings, as fields of their own
+    assert (settings['steps'], settings['opt'], settings['lr'], settings['pairs']) == (2, 'sgd', 0.05, 2)
+    assert settings['critic'].endswith(run['state'].name) and settings['k_eff_estimated']
+    assert np.all(np.isfinite(settings['k_eff']))
     assert np.isfinite(dot['results']['fid50k_full'])
     assert dot['results']['fid50k_full'] != plain['results']['fid50k_full']

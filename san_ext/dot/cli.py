@@ -35,6 +35,8 @@ def load_dot(network_path: str, G, critic_path, device: torch.device, *, class_i
                        pairs=pairs, classes=[i for i in class_ids if i is not None] or None, batch_size=batch,
                        generator=torch.Generator().manual_seed(seed), device=device)
     k = dot.k_eff[~dot.k_eff.isnan()] if dot.k_eff.ndim else dot.k_eff
+    dot.settings = dict(steps=steps, lr=lr, opt=opt, pairs=pairs, seed=seed, critic=str(state),
+                        k_eff=dot.k_eff.tolist(), k_eff_estimated=k_eff is None)
     dot.description = (f'latent DOT: {steps} {opt} steps, lr {lr}, k_eff {k.mean().item():.4g}'
                        f'{" (mean over classes)" if dot.k_eff.ndim else ""}, critic {state}')
     if echo:

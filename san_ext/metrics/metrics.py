@@ -292,12 +292,14 @@ def compute_metric(name: str, G: Callable, data: Union[PathLike, Sequence, None]
     return compute_metrics([name], G, data, opts)[0]
 
 
-def write_result(result: MetricResult, run_dir: PathLike, network: Optional[str] = None) -> Optional[Path]:
-    """Append ``result`` as one JSON line to ``run_dir/metric-{name}.jsonl`` (rank 0 only; returns the file)."""
+def write_result(result: MetricResult, run_dir: PathLike, network: Optional[str] = None,
+                 extra: Optional[dict] = None) -> Optional[Path]:
+    """Append ``result`` as one JSON line to ``run_dir/metric-{name}.jsonl`` (rank 0 only; returns the file);
+    ``extra`` (JSON-serialisable, e.g. the DOT settings) is stored under its own keys."""
     if distributed.rank() != 0:
         return None
     record = {'results': result.results, **{k: v for k, v in dataclasses.asdict(result).items() if k != 'results'},
-              'network': network, 'timestamp': time.time()}
+              'network': network, **dict(extra or {}), 'timestamp': time.time()}
     file = Path(run_dir) / f'metric-{result.metric}.jsonl'
     file.parent.mkdir(parents=True, exist_ok=True)
     with open(file, 'a', encoding='utf-8') as f:
