@@ -16,7 +16,7 @@ import click
 import numpy as np
 import torch
 
-__all__ = ['CommaList', 'mean_std', 'median_seconds', 'pool_map', 'single_thread', 'write_json']
+__all__ = ['CommaList', 'mean_std', 'median_seconds', 'pool_map', 'render_table', 'single_thread', 'write_json']
 
 
 def median_seconds(fn: Callable[[], object], device: str, warmup: int, repeats: int) -> float:
@@ -94,3 +94,16 @@ def pool_map(task: Callable[..., Any], arg_tuples: Sequence[tuple], workers: int
         while not progress.empty():
             on_progress(progress.get())
         return [r.get() for r in pending]
+
+
+def render_table(header: Sequence[str], body: Sequence[Sequence[str]], n_left: int, markdown: bool = False) -> str:
+    """Rows of strings as an aligned text table or a Markdown table; the first ``n_left`` columns (names) align
+    left, the others (numbers) right."""
+    if markdown:
+        rule = '|' + '|'.join(['---'] * n_left + ['---:'] * (len(header) - n_left)) + '|'
+        return '\n'.join(['| ' + ' | '.join(header) + ' |', rule] + ['| ' + ' | '.join(r) + ' |' for r in body]) + '\n'
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        return '  '.join(c.ljust(w) if i < n_left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return '\n'.join([line(header), '  '.join('-' * w for w in widths)] + [line(r) for r in body]) + '\n'

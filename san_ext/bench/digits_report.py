@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import digits_eval as ev
-from .common import mean_std
+from .common import mean_std, render_table
 from .digits_classifier import record_of
 
 __all__ = ['aggregate', 'format_table', 'write_outputs']
@@ -80,13 +80,7 @@ def _floor_cells(floor: dict) -> tuple[str, ...]:
 def format_table(rows: Sequence[dict], markdown: bool = False, floor: Optional[dict] = None) -> str:
     """The aggregated rows (mean±std over seeds) as aligned text, or Markdown; ``floor`` adds the real-data row."""
     body = [_cells(r) for r in rows] + ([_floor_cells(floor)] if floor else [])
-    if markdown:
-        lines = ['| ' + ' | '.join(_HEADER) + ' |', '|' + '|'.join(['---'] * 2 + ['---:'] * 8) + '|']
-        return '\n'.join(lines + ['| ' + ' | '.join(cells) + ' |' for cells in body]) + '\n'
-    widths = [max(len(h), *(len(cells[i]) for cells in body)) for i, h in enumerate(_HEADER)]
-    fmt = lambda cells: '  '.join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
-                                  for i, (c, w) in enumerate(zip(cells, widths)))
-    return '\n'.join([fmt(_HEADER), '  '.join('-' * w for w in widths)] + [fmt(cells) for cells in body]) + '\n'
+    return render_table(_HEADER, body, 2, markdown)
 
 
 def _grid_name(cell: dict) -> str:

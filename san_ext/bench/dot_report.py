@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import write_json
+from .common import render_table, write_json
 from .toy_data import get_dataset
 
 __all__ = ['aggregate', 'format_table', 'plot_samples', 'write_outputs']
@@ -61,14 +61,7 @@ def format_table(rows: Sequence[dict], methods: Sequence[str], markdown: bool = 
     else:
         header = ('dataset', 'critic', 'data', *methods)
         body = [(r['dataset'], r['critic'], _pm(r['data_emd']), *(_pm(r['emd'][m]) for m in methods)) for r in rows]
-    if markdown:
-        lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(['---'] * 2 + ['---:'] * (len(header) - 2)) + '|']
-        return '\n'.join(lines + ['| ' + ' | '.join(cells) + ' |' for cells in body]) + '\n'
-    widths = [max(len(h), *(len(cells[i]) for cells in body)) for i, h in enumerate(header)]
-
-    def fmt(cells: Sequence[str]) -> str:
-        return '  '.join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    return '\n'.join([fmt(header), '  '.join('-' * w for w in widths)] + [fmt(cells) for cells in body]) + '\n'
+    return render_table(header, body, 2, markdown)
 
 
 def plot_samples(cells: Sequence[dict], methods: Sequence[str], path: Path) -> None:

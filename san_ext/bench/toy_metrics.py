@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import ot
 
-from .common import mean_std
+from .common import mean_std, render_table
 from .toy_data import ToyDataset
 
 __all__ = ['high_quality_mask', 'modes_covered', 'emd', 'sample_metrics', 'aggregate', 'format_table']
@@ -87,10 +87,4 @@ def _row_cells(row: dict) -> tuple[str, ...]:
 def format_table(rows: Sequence[dict], markdown: bool = False) -> str:
     """The aggregated rows as an aligned text table, or as a Markdown table for the README."""
     body = [_row_cells(r) for r in rows]
-    if markdown:
-        lines = ['| ' + ' | '.join(_HEADER) + ' |', '|' + '|'.join(['---'] * 3 + ['---:'] * 4) + '|']
-        return '\n'.join(lines + ['| ' + ' | '.join(cells) + ' |' for cells in body]) + '\n'
-    widths = [max(len(h), *(len(cells[i]) for cells in body)) for i, h in enumerate(_HEADER)]
-    fmt = lambda cells: '  '.join(c.ljust(w) if i < 3 else c.rjust(w)  # noqa: E731
-                                  for i, (c, w) in enumerate(zip(cells, widths)))
-    return '\n'.join([fmt(_HEADER), '  '.join('-' * w for w in widths)] + [fmt(cells) for cells in body]) + '\n'
+    return render_table(_HEADER, body, 3, markdown)
