@@ -7,7 +7,6 @@ filler), so no upstream code is committed. Where git is installed, results are c
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-from click.testing import CliRunner
+from patching_trees import edit, expected_files, make_tree, run, series_stages, snapshot, write_patch
 
 from san_ext.patching import (
     STATE_FILE,
@@ -32,119 +31,25 @@ from san_ext.patching import (
     read_state,
 )
 from san_ext.patching.apply import VirtualTree, apply_patch
-from san_ext.patching.cli import main
 from san_ext.patching.diff import split_lines
 from san_ext.patching.series import bundled_series_dir
 
 GIT = shutil.which('git')
 needs_git = pytest.mark.skipif(GIT is None, reason='git is not installed (only used to cross-check git apply)')
-UPSTREAM = 'Upstream: autonomousvision/stylegan_xl@4241ff9'
 
 
-# ---------------------------------------------------------------- synthetic trees and series
-
-def _lines(name: str, n: int) -> str:
-    return ''.join(f'# {name} line {i}\n' for i in range(1, n + 1))
-
-
-def _base_files() -> dict[str, Optional[str]]:
-    return {'train.py': _lines('train', 20), 'training/loss.py': _lines('loss', 40),
-            'training/training_loop.py': _lines('loop', 12), 'pg_modules/discriminator.py': _lines('disc', 25),
-            'training/old_module.py': _lines('old', 4), 'dnnlib/util.py': _lines('util', 6) + 'last = 1',
-            'training/san_heads.py': None}
-
-
-def _edit(text: str, replace: dict[int, str] = None, insert: dict[int, str] = None) -> str:
-    """Replace 1-based lines and insert text after 1-based lines."""
-    lines = split_lines(text)
-    for k, new in (replace or {}).items():
-        lines[k - 1] = new
-    for k in sorted(insert or {}, reverse=True):
-        lines[k:k] = [insert[k]]
-    return ''.join(lines)
-
-
-def _stages() -> list[dict[str, Optional[str]]]:
-    """Base and the tree after each of the synthetic patches a, b (requires a), c."""
-    base = _base_files()
-    a = dict(base)
-    a['training/loss.py'] = _edit(base['training/loss.py'], {5: 'import san_ext  # a\n'}, {30: 'loss = san  # a\n'})
-    a['pg_modules/discriminator.py'] = _edit(base['pg_modules/discriminator.py'], {10: 'head = SANConv2d()  # a\n'})
-    a['training/san_heads.py'] = '"""SAN heads (patch a)."""\n'
-    b = dict(a)
-    b['training/loss.py'] = _edit(a['training/loss.py'], insert={31: 'reproject()  # b\n'})
-    b['training/training_loop.py'] = _edit(a['training/training_loop.py'], {3: 'normalize_weight()  # b\n'})
-    c = dict(b)
-    c['training/old_module.py'] = None
-    c['dnnlib/util.py'] = _edit(b['dnnlib/util.py'], {7: 'last = 2  # c'})
-    return [base, a, b, c]
-
-
-def git_diff(path: str, before: Optional[str], after: Optional[str]) -> str:
-    """A git-style diff of one file, as ``git diff`` writes it (3 lines of context)."""
-    head = [f'diff --git a/{path} b/{path}\n']
-    head += ['new file mode 100644\n'] if before is None else []
-    head += ['deleted file mode 100644\n'] if after is None else []
-    body = difflib.unified_diff(split_lines(before or ''), split_lines(after or ''),
-                                '/dev/null' if before is None else f'a/{path}',
-                                '/dev/null' if after is None else f'b/{path}')
-    return ''.join(head) + ''.join(x if x.endswith('\n') else x + '\n\\ No newline at end of file\n' for x in body)
-
-
-def write_patch(directory: Path, pid: str, before: dict, after: dict, requires: str = '') -> str:
-    diff = ''.join(git_diff(p, before[p], after[p]) for p in sorted(after) if before[p] != after[p])
-    name = f'{pid}-change-{pid}.patch'
-    (directory / name).write_text(f'Subject: patch {pid}\nRequires: {requires}\n{UPSTREAM}\n\nWhy {pid}.\n\n{diff}')
-    return name
-
+# ---------------------------------------------------------------- synthetic series
 
 @pytest.fixture
 def synth(tmp_path) -> tuple[Path, list[dict]]:
     """A three-patch series (a; b requires a; c deletes a file and edits a last line without newline)."""
-    stages = _stages()
+    stages = series_stages()
     d = tmp_path / 'series'
     d.mkdir()
     names = [write_patch(d, pid, stages[k], stages[k + 1], 'a' if pid == 'b' else '')
              for k, pid in enumerate('abc')]
     (d / 'series').write_text('# test series\n' + ''.join(f'{pid} {n}\n' for pid, n in zip('abc', names)))
     return d, stages
-
-
-def make_tree(root: Path, files: dict[str, Optional[str]]) -> Path:
-    for rel, text in files.items():
-        if text is not None:
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_bytes(text.encode('utf-8', 'surrogateescape'))
-    for marker in ('train.py', 'pg_modules/discriminator.py'):
-        if not (root / marker).exists():
-            (root / marker).parent.mkdir(parents=True, exist_ok=True)
-            (root / marker).write_text('# marker\n')
-    (root / 'training').mkdir(exist_ok=True)
-    return root
-
-
-def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
-    """Every file and directory under root with its bytes and mode: what "unchanged" means here."""
-    out = {}
-    for p in sorted(root.rglob('*')):
-        if '.git' in p.relative_to(root).parts:
-            continue
-        out[str(p.relative_to(root))] = (p.read_bytes() if p.is_file() else b'<dir>', stat.S_IMODE(p.stat().st_mode))
-    return out
-
-
-def expected_files(root: Path, files: dict[str, Optional[str]]) -> None:
-    for rel, text in files.items():
-        assert (root / rel).exists() == (text is not None), rel
-        if text is not None:
-            assert (root / rel).read_text() == text, rel
-
-
-def run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
 
 
 # ---------------------------------------------------------------- parser
@@ -281,7 +186,7 @@ def test_patches_applied_by_hand_are_detected(tmp_path, synth):
 def test_conflicting_local_edit_writes_nothing_and_names_the_hunk(tmp_path, synth):
     d, stages = synth
     files = dict(stages[0])
-    files['training/loss.py'] = _edit(files['training/loss.py'], {29: 'my local change\n'})
+    files['training/loss.py'] = edit(files['training/loss.py'], {29: 'my local change\n'})
     root = make_tree(tmp_path / 'sgxl', files)
     before = snapshot(root)
     for cmd in ('check', 'apply'):
