@@ -39,7 +39,7 @@ from san_ext.data import make_digits_dataset
 from san_ext.data.writer import DatasetWriter
 from san_ext.networks.superres import SuperresGenerator
 
-from .common import write_json
+from .common import render_table, write_json
 from .networks import Stage, stages
 
 __all__ = ['CASES', 'Case', 'measure', 'format_table']
@@ -118,15 +118,9 @@ def _options(case: Case, work: Path, data: Path, device: str, ticks: int, steps_
                         metrics=('none',), workers=0 if device == 'cpu' else 3, device=device, seed=seed, **extra)
 
 
-def _tick_times(run_dir: Path) -> list[float]:
-    records = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines() if line.strip()]
-    return [float(r['Timing/sec_per_kimg']) for r in records]
-
-
-def _peak_gpu_gib(run_dir: Path) -> Optional[float]:
-    records = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines() if line.strip()]
-    peaks = [r['Resources/peak_gpu_mem_gb'] for r in records if 'Resources/peak_gpu_mem_gb' in r]
-    return max(peaks) if peaks else None
+def _tick_records(run_dir: Path) -> list[dict]:
+    """The run's ``stats.jsonl``: one record per tick."""
+    return [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines() if line.strip()]
 
 
 def measure(case: Case, device: str, ticks: int = 4, steps_per_tick: int = 2, seed: int = 0,
@@ -145,8 +139,10 @@ def measure(case: Case, device: str, ticks: int = 4, steps_per_tick: int = 2, se
         sink = log if log is not None else io.StringIO()
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             run_dir = run(cfg)
-        times = _tick_times(run_dir)
-        peak = _peak_gpu_gib(run_dir)
+        records = _tick_records(run_dir)
+    times = [float(r['Timing/sec_per_kimg']) for r in records]
+    peaks = [r['Resources/peak_gpu_mem_gb'] for r in records if 'Resources/peak_gpu_mem_gb' in r]
+    peak = max(peaks) if peaks else None
     timed = times[1:]
     median = statistics.median(timed)
     return dict(case=case.name, resolution=resolution, batch=case.batch, batch_gpu=case.batch_gpu,
@@ -156,12 +152,12 @@ def measure(case: Case, device: str, ticks: int = 4, steps_per_tick: int = 2, se
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ['| case | res | batch (chunk) | sec/kimg (median) | range | img/s | peak GPU GiB |', '|' + '---|' * 7]
-    for r in rows:
-        peak = '-' if r['peak_gpu_gib'] is None else f'{r["peak_gpu_gib"]:.1f}'
-        lines.append(f'| {r["case"]} | {r["resolution"]}² | {r["batch"]} ({r["batch_gpu"]}) | {r["sec_per_kimg"]:.1f} '
-                     f'| {r["sec_per_kimg_min"]:.1f}–{r["sec_per_kimg_max"]:.1f} | {r["img_per_s"]:.2f} | {peak} |')
-    return '\n'.join(lines)
+    """The rows as a Markdown table (the README's)."""
+    header = ('case', 'res', 'batch (chunk)', 'sec/kimg (median)', 'range', 'img/s', 'peak GPU GiB')
+    body = [(r['case'], f'{r["resolution"]}²', f'{r["batch"]} ({r["batch_gpu"]})', f'{r["sec_per_kimg"]:.1f}',
+             f'{r["sec_per_kimg_min"]:.1f}–{r["sec_per_kimg_max"]:.1f}', f'{r["img_per_s"]:.2f}',
+             '-' if r['peak_gpu_gib'] is None else f'{r["peak_gpu_gib"]:.1f}') for r in rows]
+    return render_table(header, body, 3, markdown=True).rstrip('\n')
 
 
 def _device_name(device: str) -> str:

@@ -19,6 +19,7 @@ import time
 
 
 def _median_seconds(fn, device: str, warmup: int, repeats: int) -> float:
+    """san_ext.bench.common.median_seconds, restated: this process must not import san_ext (see above)."""
     import torch
 
     for _ in range(warmup):
