@@ -72,7 +72,7 @@ setup(
         'metrics': ['torch-fidelity>=0.3', 'POT>=0.9'],
     },
     # Small data that ships inside the package: the digits classifier used by the digits study's metrics.
-    package_data={'san_ext.bench': ['weights/*.safetensors', 'weights/*.json'],
+    package_data={'san_ext.studies': ['weights/*.safetensors', 'weights/*.json'],
                   'san_ext.patching.bundled': ['*/series', '*/*.patch', '*/fingerprints.json']},
     entry_points={'console_scripts': ['san-patch=san_ext.patching.cli:main']},
     ext_modules=EXT_MODULES,

@@ -101,6 +101,12 @@ class GANLoss:
                             'call D without flg_train in the generator step')
         return self._g(_as_tensor(logits, 'g'))
 
+    def direction_weights(self, logits: torch.Tensor, real: bool) -> torch.Tensor:
+        """The detached per-element weights rho of the SAN direction term at plain ``logits``: -l_G'(f) (Sec. 4 of
+        Takida et al. 2024), 1 for hinge and Wasserstein; batch on dim 0 (KL-WGAN normalises over it)."""
+        f = _as_tensor(logits, 'direction_weights').detach()
+        return torch.as_tensor(self._dir_weight(f, real=real), dtype=f.dtype, device=f.device).expand_as(f).clone()
+
     def d_loss(self, real: Logits, fake: Logits) -> torch.Tensor:
         """Scalar D loss: mean over real elements plus mean over fake elements."""
         return self.d_real(real).mean() + self.d_fake(fake).mean()

@@ -1,22 +1,18 @@
-"""Helpers shared by the benchmarks: warm-up-then-median timing and the JSON result file."""
+"""Helpers shared by the benchmarks (and the studies' reports): warm-up-then-median timing, the JSON result file
+and the table renderer."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import multiprocessing
-import queue
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import click
-import numpy as np
 import torch
 
-__all__ = ['CommaList', 'mean_std', 'median_seconds', 'pool_map', 'render_table', 'single_thread', 'write_json']
+__all__ = ['median_seconds', 'render_table', 'write_json']
 
 
 def median_seconds(fn: Callable[[], object], device: str, warmup: int, repeats: int) -> float:
@@ -41,59 +37,6 @@ def write_json(out: str | Path, result: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     return path
-
-
-class CommaList(click.ParamType):
-    """A comma-separated list of names, each checked against ``choices``."""
-
-    name = 'list'
-
-    def __init__(self, choices: Sequence[str]) -> None:
-        self.choices = tuple(choices)
-
-    def convert(self, value, param, ctx) -> tuple[str, ...]:
-        if isinstance(value, tuple):
-            return value
-        names = tuple(v.strip() for v in value.split(',') if v.strip())
-        unknown = [v for v in names if v not in self.choices]
-        if unknown or not names:
-            self.fail(f'unknown name(s) {", ".join(map(repr, unknown)) or "(empty list)"}; '
-                      f'choose from {",".join(self.choices)}', param, ctx)
-        return names
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """One intra-op thread inside the block: tiny networks run as fast, and a fixed thread count keeps float
-    rounding (hence benchmark numbers) reproducible across machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample std over seeds (std 0 for one value); a diverged seed's NaN propagates to the row."""
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
-
-
-def pool_map(task: Callable[..., Any], arg_tuples: Sequence[tuple], workers: int, on_progress: Callable[[Any], Any]
-             ) -> list:
-    """``[task(*args, progress_queue) for args in arg_tuples]`` in a spawn pool of ``workers`` processes (results in
-    input order); whatever the tasks put on the queue (e.g. step counts) is passed to ``on_progress`` as it comes."""
-    ctx = multiprocessing.get_context('spawn')
-    with ctx.Manager() as manager, ctx.Pool(min(workers, len(arg_tuples))) as pool:
-        progress = manager.Queue()
-        pending = [pool.apply_async(task, (*args, progress)) for args in arg_tuples]
-        while not all(r.ready() for r in pending):
-            with contextlib.suppress(queue.Empty):
-                on_progress(progress.get(timeout=0.5))
-        while not progress.empty():
-            on_progress(progress.get())
-        return [r.get() for r in pending]
 
 
 def render_table(header: Sequence[str], body: Sequence[Sequence[str]], n_left: int, markdown: bool = False) -> str:

@@ -2,8 +2,8 @@
 built-in digits.
 """
 
-from .builtin import load_digits_images, make_digits_dataset
-from .converters import TRANSFORMS, ConvertConfig, ConvertResult, convert_dataset
+from .builtin import load_digits_images
+from .converters import TRANSFORMS, ConvertConfig, ConvertResult, convert_dataset, make_digits_dataset
 from .dataset import ImageDataset, open_dataset
 from .sources import SOURCE_KINDS, detect_source_kind
 from .storage import DatasetError

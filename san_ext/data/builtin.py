@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Union
 
 import numpy as np
 import PIL.Image
 
-from .sources import Source, SourceItem
+from .items import Source, SourceItem
 from .storage import DatasetError
 
-__all__ = ['digits_source', 'load_digits_images', 'make_digits_dataset']
+__all__ = ['digits_source', 'load_digits_images']
 
 
 def load_digits_images(resolution: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -41,12 +38,3 @@ def digits_source(resolution: int = 16) -> Source:
             yield SourceItem(f'builtin:digits[{i}]', images[i], int(labels[i]))
 
     return Source('builtin', 'builtin:digits', len(images), items, True, tuple(str(d) for d in range(10)))
-
-
-def make_digits_dataset(dest: Union[str, os.PathLike], resolution: int = 16, *, force: bool = False,
-                        progress: bool = False) -> Path:
-    """Write the digits (1,797 RGB images, 10 classes) as a labelled StyleGAN-format zip or folder at ``dest``."""
-    from .converters import ConvertConfig, convert_dataset
-    result = convert_dataset(ConvertConfig(source='builtin:digits', dest=str(dest), resolution=resolution,
-                                           force=force), progress=progress)
-    return result.dest

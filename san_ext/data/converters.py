@@ -9,10 +9,11 @@ import io
 import itertools
 import json
 import multiprocessing
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 import PIL.Image
@@ -23,7 +24,7 @@ from .sources import Source, SourceItem, open_source
 from .storage import DatasetError
 from .writer import DatasetWriter, check_dest
 
-__all__ = ['TRANSFORMS', 'ConvertConfig', 'ConvertResult', 'convert_dataset', 'transform_image']
+__all__ = ['TRANSFORMS', 'ConvertConfig', 'ConvertResult', 'convert_dataset', 'make_digits_dataset', 'transform_image']
 
 TRANSFORMS = ('center-crop', 'center-crop-wide', 'none')
 
@@ -129,6 +130,14 @@ def convert_dataset(cfg: ConvertConfig, progress: bool = True) -> ConvertResult:
         writer.add('dataset.json', _metadata(source, labels).encode('utf-8'))
     num_classes = 1 + max((lab for _, lab in labels), default=-1) if source.has_labels else 0
     return ConvertResult(writer.dest, source.kind, len(labels), first[1][0], encoder.channels, num_classes)
+
+
+def make_digits_dataset(dest: Union[str, os.PathLike], resolution: int = 16, *, force: bool = False,
+                        progress: bool = False) -> Path:
+    """Write the digits (1,797 RGB images, 10 classes) as a labelled StyleGAN-format zip or folder at ``dest``."""
+    result = convert_dataset(ConvertConfig(source='builtin:digits', dest=str(dest), resolution=resolution,
+                                           force=force), progress=progress)
+    return result.dest
 
 
 def _validate(cfg: ConvertConfig) -> None:

@@ -14,12 +14,13 @@ import struct
 import tarfile
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Optional
 
 import numpy as np
 
+from .builtin import digits_source
+from .items import Source, SourceItem
 from .storage import DatasetError, Storage, is_image_name, read_label_table
 
 __all__ = ['SOURCE_KINDS', 'Source', 'SourceItem', 'detect_source_kind', 'open_source']
@@ -32,28 +33,6 @@ _SYNSET = re.compile(r'n\d{8}')
 _MNIST = {'train-images-idx3-ubyte': (0x0803, 3), 'train-labels-idx1-ubyte': (0x0801, 1)}  # magic, dims
 _KINDS_HELP = ('an image folder or .zip, an ImageNet train/ folder, cifar-10-python.tar.gz, a folder with MNIST '
                'train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz], or builtin:' + '|'.join(BUILTINS))
-
-
-@dataclass(frozen=True)
-class SourceItem:
-    """One input image: where it comes from (for messages), its data and its class id (None if unlabelled)."""
-
-    name: str
-    data: Union[Path, bytes, np.ndarray]  # a file to decode, encoded bytes, or uint8 [H, W] / [H, W, C]
-    label: Optional[int] = None
-
-
-@dataclass(frozen=True)
-class Source:
-    """An opened input: ``items()`` yields ``num_items`` :class:`SourceItem` in a fixed order."""
-
-    kind: str
-    path: str
-    num_items: int
-    items: Callable[[], Iterator[SourceItem]]
-    has_labels: bool = False
-    class_names: Optional[tuple[str, ...]] = None
-    channels: int = 3  # output channels unless the caller asks otherwise
 
 
 def detect_source_kind(source: str) -> str:
@@ -85,7 +64,6 @@ def open_source(source: str, kind: Optional[str] = None, labels_from_folders: bo
         if name not in BUILTINS:
             raise DatasetError(f'unknown built-in dataset {source!r}; known: ' +
                                ', '.join(f'builtin:{b}' for b in BUILTINS))
-        from .builtin import digits_source  # builtin.py builds on this module
         return digits_source(resolution or 16)
     path = Path(source).expanduser()
     if not path.exists():

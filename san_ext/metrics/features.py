@@ -123,7 +123,7 @@ class _Entry:
 
 _EXTRACTORS: dict[str, _Entry] = {}
 # Extractors that register themselves when their module is imported; imported on first use by name.
-_PROVIDED_BY = {'digits_cnn': 'san_ext.bench.digits_classifier'}  # the digits study's own classifier
+_PROVIDED_BY = {'digits_cnn': 'san_ext.studies.digits_classifier'}  # the digits study's own classifier
 
 
 def register_extractor(name: str, factory: Optional[Callable[..., FeatureExtractor]] = None, *,

@@ -1,4 +1,4 @@
-"""Tiny DCGAN-style generator and discriminators for the 8x8 digits study (``python -m san_ext.bench.digits``).
+"""Tiny DCGAN-style generator and discriminators for the 8x8 digits study (``python -m san_ext.studies.digits``).
 
 G: z [N, z_dim] (normal; class one-hot concatenated when conditional) -> linear 4w x 2 x 2, ReLU -> transposed
 conv 4x4 stride 2 to 2w x 4 x 4, ReLU -> to w x 8 x 8, ReLU -> conv 3x3 to 1 channel, tanh. No batch norm: a

@@ -1,4 +1,4 @@
-"""Many toy-GAN cells trained at once in one process: the fast path of ``python -m san_ext.bench.toy``.
+"""Many toy-GAN cells trained at once in one process: the fast path of ``python -m san_ext.studies.toy``.
 
 ``E`` independent cells ("members") of equal shapes are stacked along a leading dim: every ``nn.Linear`` becomes
 ``W [E, in, out]``, ``b [E, 1, out]`` and runs as one ``torch.baddbmm``, so one interpreter op serves ``E`` cells.
@@ -14,7 +14,7 @@ bound. Members never interact:
   like :func:`san_ext.normalize_san_weights`.
 
 Members start from the parameters of real ``nn.Module`` models (``build_G`` and the sanified ``build_D`` of
-``toy.py``), and ``tests/test_bench_toy.py`` checks that a batched run matches the single-cell reference runs.
+``toy.py``), and ``tests/test_study_toy.py`` checks that a batched run matches the single-cell reference runs.
 ``torch.vmap`` over ``torch.func.functional_call`` was the other option; it fails on the sanified D because
 :class:`san_ext.SANDiscriminator` compares the hooked layer's output with ``torch.equal``, which has no batching
 rule. Losses get logits as ``[batch, members]``: batch on dim 0, where KL-WGAN normalises its weights.
@@ -212,11 +212,15 @@ def g_step(G: BatchedMLP, D: BatchedD, opt_G: torch.optim.Optimizer, slices: Seq
 
 
 def train_members(G: BatchedMLP, D: BatchedD, slices: Sequence[LossSlice], stream: MemberStream, steps: int,
-                  lr: float, betas: tuple[float, float], on_step: Callable[[int], None] | None = None) -> dict:
-    """Train all members for ``steps`` (one D then one G update each); returns final per-member losses and wall s.
+                  lr: float, betas: tuple[float, float], on_step: Callable[[int], None] | None = None,
+                  d_steps: int = 1, after_step: Callable[[int], None] | None = None) -> dict:
+    """Train all members for ``steps`` G updates, each after ``d_steps`` D updates; returns final per-member losses
+    and wall seconds (``after_step`` time excluded).
 
-    ``slices`` must cover the members in order. ``on_step(k)`` is called with the number of steps done since its
-    last call, every 100 steps and at the end (progress reporting).
+    Every D update reads a fresh item of the stream (real batch, latents, penalty mixing weights); the G update uses
+    the last item's G latents. ``slices`` must cover the members in order. ``on_step(k)`` is called with the number
+    of steps done since its last call, every 100 steps and at the end (progress); ``after_step(step)`` after each G
+    update (evaluations during training).
     """
     slices = sorted(slices, key=lambda s: s.members.start)
     n_members = G.weight[0].shape[0]
@@ -226,12 +230,17 @@ def train_members(G: BatchedMLP, D: BatchedD, slices: Sequence[LossSlice], strea
     opt_G = torch.optim.Adam(G.parameters(), lr=lr, betas=betas, foreach=True)
     opt_D = torch.optim.Adam(D.parameters(), lr=lr, betas=betas, foreach=True)
     d_loss = g_loss = torch.full((n_members,), float('nan'))
-    start, reported = time.perf_counter(), 0
+    wall, reported = 0.0, 0
     for step in range(1, steps + 1):
-        b = stream.next()
-        d_loss = d_step(G, D, opt_D, slices, b)
+        start = time.perf_counter()
+        for _ in range(d_steps):
+            b = stream.next()
+            d_loss = d_step(G, D, opt_D, slices, b)
         g_loss = g_step(G, D, opt_G, slices, b)
+        wall += time.perf_counter() - start
+        if after_step is not None:
+            after_step(step)
         if on_step is not None and (step % 100 == 0 or step == steps):
             on_step(step - reported)
             reported = step
-    return dict(wall_s=time.perf_counter() - start, d_loss=d_loss.tolist(), g_loss=g_loss.tolist())
+    return dict(wall_s=wall, d_loss=d_loss.tolist(), g_loss=g_loss.tolist())

@@ -1,4 +1,4 @@
-"""Tests of the 2-D DOT study (``python -m san_ext.bench.dot``): the training schedule of each critic, the transports
+"""Tests of the 2-D DOT study (``python -m san_ext.studies.dot``): the training schedule of each critic, the transports
 on a critic whose optimal form is known, determinism, and the CLI's outputs."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from san_ext.bench import dot, dot_train
-from san_ext.bench.dot_eval import TransportConfig, evaluate_samples, method_names, transport_samples
-from san_ext.bench.dot_report import aggregate, format_table
-from san_ext.bench.toy_metrics import emd
 from san_ext.layers import SANLinear
+from san_ext.studies import dot, dot_train, toy_batched
+from san_ext.studies.dot_eval import TransportConfig, evaluate_samples, method_names, transport_samples
+from san_ext.studies.dot_report import aggregate, format_table
+from san_ext.studies.toy_metrics import emd
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -46,9 +46,9 @@ def test_critic_registry_names_the_three_recipes_and_rejects_unknown():
 @pytest.mark.parametrize('name, d_per_g', [('wgan-gp', 5), ('hinge-gan', 1), ('hinge-san', 1)])
 def test_each_g_step_follows_n_critic_d_steps(monkeypatch, name, d_per_g):
     calls = []
-    d_step, g_step = dot_train.batched_d_step, dot_train.batched_g_step
-    monkeypatch.setattr(dot_train, 'batched_d_step', lambda *a: calls.append('D') or d_step(*a))
-    monkeypatch.setattr(dot_train, 'batched_g_step', lambda *a: calls.append('G') or g_step(*a))
+    d_step, g_step = toy_batched.d_step, toy_batched.g_step  # train_members (shared with the 2-D study) calls these
+    monkeypatch.setattr(toy_batched, 'd_step', lambda *a: calls.append('D') or d_step(*a))
+    monkeypatch.setattr(toy_batched, 'g_step', lambda *a: calls.append('G') or g_step(*a))
     dot_train.train_group(dot_train.get_critic(name), [dot_train.Member('grid25', 0)], dot_train.TrainConfig(steps=3))
     assert ''.join(calls) == ('D' * d_per_g + 'G') * 3
 

@@ -1,5 +1,5 @@
 """A small CNN classifier of scikit-learn's 8x8 digits, trained by the project itself, whose penultimate layer is
-the feature space of the digits study's FID and precision/recall (``python -m san_ext.bench.digits``).
+the feature space of the digits study's FID and precision/recall (``python -m san_ext.studies.digits``).
 
 Why our own network: Inception and VGG features are trained on 299x299 / 224x224 photographs and need weights from
 the internet; an 8x8 digit upsampled 37 times is far from their training data. A classifier of the digits
@@ -21,7 +21,7 @@ weights are bit-for-bit reproducible only on a CPU like the one that trained the
 
 Regenerate the committed weights with one command::
 
-    python -m san_ext.bench.digits_classifier --out san_ext/bench/weights
+    python -m san_ext.studies.digits_classifier --out san_ext/studies/weights
 
 Importing this module registers the feature extractor ``digits_cnn`` in ``san_ext.metrics``' registry (the
 registry's own pattern: a decorator at import, like the built-in extractors); it loads nothing until built.
@@ -65,7 +65,7 @@ FEATURE_DIM = 64
 EXTRACTOR_NAME = 'digits_cnn'
 WEIGHTS_DIR = Path(__file__).resolve().parent / 'weights'
 DEFAULT_WEIGHTS = WEIGHTS_DIR / 'digits_cnn.safetensors'
-REGENERATE = 'python -m san_ext.bench.digits_classifier --out san_ext/bench/weights'
+REGENERATE = 'python -m san_ext.studies.digits_classifier --out san_ext/studies/weights'
 
 
 # -- data ------------------------------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def main(out: Path, seed: int, epochs: int) -> None:
 
     \b
     Example (regenerates the committed weights, ~1 min on one core):
-      python -m san_ext.bench.digits_classifier --out san_ext/bench/weights
+      python -m san_ext.studies.digits_classifier --out san_ext/studies/weights
     """
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     net, record = train_classifier(ClassifierConfig(seed=seed, epochs=epochs), progress=True)

@@ -12,13 +12,13 @@ import scipy.linalg
 import torch
 from click.testing import CliRunner
 
-from san_ext.bench import digits
-from san_ext.bench import digits_classifier as dc
-from san_ext.bench import digits_eval as ev
-from san_ext.bench.digits_models import DigitsD, ProjectionD, build_D, build_G
 from san_ext.layers import SANLinear
 from san_ext.metrics import get_extractor, list_extractors
 from san_ext.metrics.weights import file_sha256
+from san_ext.studies import digits
+from san_ext.studies import digits_classifier as dc
+from san_ext.studies import digits_eval as ev
+from san_ext.studies.digits_models import DigitsD, ProjectionD, build_D, build_G
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -49,7 +49,7 @@ def test_committed_weights_match_their_record_and_classify_the_held_out_split():
 
 
 def test_missing_weights_error_names_the_regeneration_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match='python -m san_ext.bench.digits_classifier'):
+    with pytest.raises(FileNotFoundError, match='python -m san_ext.studies.digits_classifier'):
         dc.load_classifier(tmp_path)
 
 

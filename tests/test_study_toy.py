@@ -13,10 +13,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from san_ext.bench import toy
-from san_ext.bench.toy_batched import BatchedD
-from san_ext.bench.toy_data import get_dataset, list_datasets
-from san_ext.bench.toy_metrics import emd, high_quality_mask, modes_covered, sample_metrics
+from san_ext import losses
+from san_ext.studies import toy
+from san_ext.studies.toy_batched import BatchedD
+from san_ext.studies.toy_data import get_dataset, list_datasets
+from san_ext.studies.toy_metrics import emd, high_quality_mask, modes_covered, sample_metrics
 
 
 @pytest.fixture(autouse=True)
@@ -100,9 +101,9 @@ def test_diverged_samples_give_nan_emd_and_no_quality():
     assert m['high_quality'] == 0 and m['modes_covered'] == 0 and math.isnan(m['emd'])
 
 
-CELL_KEYS = {'dataset', 'loss', 'variant', 'seed', 'steps', 'high_quality', 'modes_covered', 'n_modes', 'emd',
-             'wall_s', 'eval_s', 'd_loss', 'g_loss', 'members', 'samples'}
-SMALL = dict(hidden=32, batch=64, n_eval=400, n_emd=300)  # shapes of the fast tests
+CELL_KEYS = {'dataset', 'loss', 'variant', 'optimizer', 'seed', 'steps', 'high_quality', 'modes_covered', 'n_modes',
+             'emd', 'evals', 'curve', 'alignment_final', 'wall_s', 'eval_s', 'd_loss', 'g_loss', 'members', 'samples'}
+SMALL = dict(hidden=32, batch=64, n_eval=400, n_emd=300, n_align=200, n_curve=4)  # shapes of the fast tests
 TOL = dict(rtol=1e-7, atol=1e-9)  # float64: batched and single runs differ only in summation order
 
 
@@ -110,6 +111,11 @@ def test_tiny_san_cell_runs_and_is_reproducible():
     cfg = toy.CellConfig(dataset='ring8', loss='hinge', san=True, seed=5, steps=30, n_eval=2500, n_emd=300)
     a, b = toy.run_cell(cfg), toy.run_cell(cfg)
     assert set(a) == CELL_KEYS
+    # 5 evaluations in the last 20% (steps 25..30), averaged; 21 alignment points from step 0
+    assert [e['step'] for e in a['evals']] == [26, 27, 28, 29, 30]
+    assert a['emd'] == pytest.approx(np.mean([e['emd'] for e in a['evals']]))
+    assert [s for s, _ in a['curve']] == sorted({round(k * 30 / 20) for k in range(21)})
+    assert all(-1 <= v <= 1 for _, v in a['curve']) and a['alignment_final'] == a['curve'][-1][1]
     assert a['variant'] == 'SAN' and a['n_modes'] == 8 and a['samples'].shape == (2500, 2)
     for key in ('high_quality', 'emd', 'wall_s', 'd_loss', 'g_loss'):
         assert math.isfinite(a[key]), key
@@ -195,37 +201,57 @@ def float64():
     torch.set_default_dtype(dtype)
 
 
-def _group(san: bool, steps: int = 20) -> list[toy.CellConfig]:
-    """Cells of one group: two seeds, three losses including the gradient-penalised Wasserstein and KL-WGAN."""
-    return [toy.CellConfig(dataset='ring8', loss=name, san=san, seed=seed, steps=steps, **SMALL)
-            for name in ('hinge', 'wasserstein', 'klwgan') for seed in (3, 4)]
+def _group(san: bool, steps: int = 20, optimizer: str = 'san-official',
+           loss_names: tuple = tuple(losses.list_losses())) -> list[toy.CellConfig]:
+    """Cells of one group: every registered loss (two seeds each unless asked otherwise)."""
+    return [toy.CellConfig(dataset='ring8', loss=name, san=san, seed=seed, steps=steps, optimizer=optimizer, **SMALL)
+            for name in loss_names for seed in (3, 4)]
+
+
+def _assert_same_parameters(G_b, D_b, i, G, D, san):
+    for k, lin in enumerate(m for m in G.modules() if type(m) is torch.nn.Linear):
+        torch.testing.assert_close(G_b.weight[k][i], lin.weight.T, **TOL)
+        torch.testing.assert_close(G_b.bias[k][i, 0], lin.bias, **TOL)
+    body = [m for m in D.modules() if type(m) is torch.nn.Linear]
+    for k, lin in enumerate(body[:3]):
+        torch.testing.assert_close(D_b.body.weight[k][i], lin.weight.T, **TOL)
+    if san:
+        head = D.san_layer
+        torch.testing.assert_close(D_b.head_weight[i], head.weight, **TOL)
+        torch.testing.assert_close(D_b.head_scale[i], head.scale, **TOL)
+        torch.testing.assert_close(D_b.head_bias[i, 0], head.bias, **TOL)
+    else:
+        torch.testing.assert_close(D_b.head.weight[0][i], body[3].weight.T, **TOL)
 
 
 @pytest.mark.parametrize('san', [False, True], ids=['GAN', 'SAN'])
-def test_batched_group_trains_the_same_parameters_as_single_cells(san, float64):
+def test_batched_group_trains_the_same_parameters_as_single_cells_for_every_loss(san, float64):
     cells = _group(san)
-    G_b, D_b, stats = toy.train_group(cells)
+    assert {c.loss for c in cells} == set(losses.list_losses())
+    G_b, D_b, results = toy.train_group(cells)
     for i, cfg in enumerate(cells):
         G, D, ref = toy.train_cell(cfg)
-        for k, lin in enumerate(m for m in G.modules() if type(m) is torch.nn.Linear):
-            torch.testing.assert_close(G_b.weight[k][i], lin.weight.T, **TOL)
-            torch.testing.assert_close(G_b.bias[k][i, 0], lin.bias, **TOL)
-        body = [m for m in D.modules() if type(m) is torch.nn.Linear]
-        for k, lin in enumerate(body[:3]):
-            torch.testing.assert_close(D_b.body.weight[k][i], lin.weight.T, **TOL)
-        if san:
-            head = D.san_layer
-            torch.testing.assert_close(D_b.head_weight[i], head.weight, **TOL)
-            torch.testing.assert_close(D_b.head_scale[i], head.scale, **TOL)
-            torch.testing.assert_close(D_b.head_bias[i, 0], head.bias, **TOL)
-        else:
-            torch.testing.assert_close(D_b.head.weight[0][i], body[3].weight.T, **TOL)
-        assert stats['d_loss'][i] == pytest.approx(ref['d_loss'], rel=1e-7, abs=1e-9)
-        assert stats['g_loss'][i] == pytest.approx(ref['g_loss'], rel=1e-7, abs=1e-9)
+        _assert_same_parameters(G_b, D_b, i, G, D, san)
+        assert results[i]['d_loss'] == pytest.approx(ref['d_loss'], rel=1e-7, abs=1e-9)
+        assert results[i]['g_loss'] == pytest.approx(ref['g_loss'], rel=1e-7, abs=1e-9)
 
 
-def test_batched_group_gives_the_same_samples_and_metrics_as_single_cells(float64):
-    cells = _group(True)
+@pytest.mark.parametrize('optimizer', ['wgan-gp', 'sngan'])
+def test_batched_group_takes_the_settings_d_steps_like_single_cells(optimizer, float64):
+    cells = _group(True, steps=6, optimizer=optimizer, loss_names=('hinge', 'wasserstein'))
+    assert cells[0].setting.d_steps == 5
+    G_b, D_b, _ = toy.train_group(cells)
+    for i, cfg in enumerate(cells):
+        G, D, _ = toy.train_cell(cfg)
+        _assert_same_parameters(G_b, D_b, i, G, D, True)
+    G1, D1, _ = toy.train_cell(dataclasses.replace(cells[0], optimizer='san-official'))
+    assert not torch.allclose(D1.san_layer.weight, D_b.head_weight[0])  # one D step per G step is another run
+
+
+def test_batched_group_gives_the_same_metrics_and_alignment_curves_as_single_cells(float64):
+    cells = _group(True, loss_names=('hinge', 'nonsaturating', 'klwgan')) + _group(
+        True, loss_names=('saturating',))
+    cells = [c for c in cells if c.seed == 3]
     for cfg, got in zip(cells, toy.run_group(cells)):
         ref = toy.run_cell(cfg)
         assert got['members'] == len(cells) and ref['members'] == 1
@@ -233,16 +259,26 @@ def test_batched_group_gives_the_same_samples_and_metrics_as_single_cells(float6
         assert got['emd'] == pytest.approx(ref['emd'], rel=1e-7)
         for key in ('high_quality', 'modes_covered', 'dataset', 'loss', 'variant', 'seed', 'steps'):
             assert got[key] == ref[key], key
+        # batched alignment (from the stacked weights) against san_ext.diagnostics on the nn.Module D
+        np.testing.assert_allclose([v for _, v in got['curve']], [v for _, v in ref['curve']], rtol=1e-6, atol=1e-9)
+        assert [s for s, _ in got['curve']] == [s for s, _ in ref['curve']]
 
 
-def test_group_cells_splits_by_dataset_and_variant_with_losses_adjacent():
-    sweep = toy.SweepConfig(datasets=('ring8', 'grid25'), losses=('hinge', 'lsgan'), seeds=2, steps=5)
+def test_gan_alignment_curve_reads_the_normalised_last_row(float64):
+    cells = [c for c in _group(False, loss_names=('nonsaturating',)) if c.seed == 3]
+    got, ref = toy.run_group(cells)[0], toy.run_cell(cells[0])
+    np.testing.assert_allclose([v for _, v in got['curve']], [v for _, v in ref['curve']], rtol=1e-6, atol=1e-9)
+
+
+def test_group_cells_splits_by_dataset_variant_and_optimizer_with_losses_adjacent():
+    sweep = toy.SweepConfig(datasets=('ring8', 'grid25'), optimizers=('san-official', 'dcgan'),
+                            losses=('hinge', 'lsgan'), seeds=2, steps=5)
     cells = toy.sweep_cells(sweep)
     groups = toy.group_cells(cells)
     assert sorted(i for g in groups for i in g) == list(range(len(cells)))
-    assert len(groups) == 4 and all(len(g) == 4 for g in groups)
+    assert len(groups) == 8 and all(len(g) == 4 for g in groups)
     for g in groups:
-        assert len({(cells[i].dataset, cells[i].san) for i in g}) == 1
+        assert len({(cells[i].dataset, cells[i].san, cells[i].optimizer) for i in g}) == 1
         assert [cells[i].loss for i in g] == ['hinge', 'hinge', 'lsgan', 'lsgan']
 
 
@@ -264,8 +300,11 @@ def test_cli_tiny_run_writes_results_table_and_plot(tmp_path):
     results = json.loads((outdir / 'results.json').read_text())
     assert {(c['variant'], c['steps']) for c in results['cells']} == {('GAN', 20), ('SAN', 20)}
     assert results['config']['sweep']['losses'] == ['hinge'] and len(results['rows']) == 2
-    assert (outdir / 'table.md').read_text().count('| ring8 | hinge |') == 2
-    assert (outdir / 'samples.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    table = (outdir / 'table.md').read_text()
+    assert table.count('| ring8 | san-official | hinge |') == 3  # GAN and SAN rows, and the paired verdict
+    assert '±' not in table  # one seed: values alone, n = 1 says so
+    for png in ('samples.png', 'curves.png'):
+        assert (outdir / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
 def test_cli_rejects_unknown_loss_naming_the_valid_ones(tmp_path):

@@ -3,7 +3,7 @@ classifier-based class statistics, latent DOT on a trained (G, D), and PNG sampl
 
 Conventions (every score of the study uses them):
 
-- Features: ``digits_cnn`` (64-d penultimate layer of :mod:`san_ext.bench.digits_classifier`), fed uint8 images,
+- Features: ``digits_cnn`` (64-d penultimate layer of :mod:`san_ext.studies.digits_classifier`), fed uint8 images,
   generated images quantised as ``rint((x + 1) * 127.5)`` like StyleGAN's metrics.
 - Reference: the classifier's train split (1,347 images), the images the GANs train on; generated samples: as many
   (``n_gen`` = 1,347 by default), so FID's small-sample bias is the same for every model.

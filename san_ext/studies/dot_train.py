@@ -17,7 +17,6 @@ Per-critic recipe, fixed before any run of this study (reasons in ``dot.py``'s d
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,11 +25,9 @@ from torch import nn
 
 from san_ext import losses as san_losses
 
-from .toy import CellConfig, build_D, build_G
-from .toy_batched import BatchedD, BatchedMLP, LossSlice, MemberStream
-from .toy_batched import d_step as batched_d_step  # one D update of every member (SAN re-projection included)
-from .toy_batched import g_step as batched_g_step
+from .toy_batched import BatchedD, BatchedMLP, LossSlice, MemberStream, train_members
 from .toy_data import training_batches
+from .toy_setup import CellConfig, build_D, build_G
 
 __all__ = ['Critic', 'TrainConfig', 'Member', 'list_critics', 'get_critic', 'init_member', 'train_group',
            'member_callables']
@@ -110,21 +107,11 @@ def train_group(critic: Critic, members: Sequence[Member], cfg: TrainConfig,
     streams = {i: training_batches(m.dataset, m.seed, cfg.batch, cfg.z_dim) for i, m in enumerate(members)}
     stream = MemberStream(streams, list(range(len(members))))
     slices = [LossSlice(san_losses.get(critic.loss, san=critic.san), slice(0, len(members)), critic.gp_weight)]
-    opt_G = torch.optim.Adam(G.parameters(), lr=critic.lr, betas=critic.betas, foreach=True)
-    opt_D = torch.optim.Adam(D.parameters(), lr=critic.lr, betas=critic.betas, foreach=True)
-    d_loss = g_loss = torch.full((len(members),), float('nan'))
-    start, reported = time.perf_counter(), 0
-    for step in range(1, cfg.steps + 1):
-        for _ in range(critic.n_critic):
-            batch = stream.next()
-            d_loss = batched_d_step(G, D, opt_D, slices, batch)
-        g_loss = batched_g_step(G, D, opt_G, slices, batch)
-        if on_step is not None and (step % 100 == 0 or step == cfg.steps):
-            on_step((step - reported) * len(members))
-            reported = step
+    report = None if on_step is None else (lambda k: on_step(k * len(members)))
+    stats = train_members(G, D, slices, stream, cfg.steps, critic.lr, critic.betas, report, d_steps=critic.n_critic)
     G.requires_grad_(False)  # frozen from here on: DOT differentiates w.r.t. samples only
     D.requires_grad_(False)
-    return G, D, dict(wall_s=time.perf_counter() - start, d_loss=d_loss.tolist(), g_loss=g_loss.tolist())
+    return G, D, stats
 
 
 def member_callables(G: BatchedMLP, D: BatchedD, i: int) -> tuple[Callable, Callable]:

@@ -87,15 +87,14 @@ def _grid_name(cell: dict) -> str:
     return f'samples_{"cond" if cell["conditional"] else "uncond"}_{cell["variant"].replace("+", "-")}.png'
 
 
-def write_outputs(study: Any, cells: Sequence[dict], rows: Sequence[dict], floor: dict, timing: dict,
+def write_outputs(study: Any, shared: dict, cells: Sequence[dict], rows: Sequence[dict], floor: dict, timing: dict,
                   outdir: Path) -> dict:
     """Write ``results.json`` (config, classifier record, timing, floor, raw cells, rows), ``table.md``, and for
-    each model's seed 0 a PNG with its samples without and with DOT (plus ``real.png``); returns the JSON dict."""
-    outdir.mkdir(parents=True, exist_ok=True)
-    from .digits import CellConfig  # the cell defaults shared by every cell
+    each model's seed 0 a PNG with its samples without and with DOT (plus ``real.png``); returns the JSON dict.
 
-    shared = {k: v for k, v in dataclasses.asdict(CellConfig()).items()
-              if k not in ('variant', 'conditional', 'seed', 'steps', 'dot_steps', 'dot_lr')}
+    ``shared`` holds the cell settings common to every cell (the caller's defaults), written as ``config.cell``.
+    """
+    outdir.mkdir(parents=True, exist_ok=True)
     clf = record_of()
     raw = [{k: v for k, v in c.items() if k != 'samples'} for c in cells]
     result = dict(config=dict(study=dataclasses.asdict(study), cell=shared, pr_k=ev.PR_K,

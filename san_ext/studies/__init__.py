@@ -1,0 +1,8 @@
+"""Scientific studies, each ``python -m san_ext.studies.NAME``: what SAN (and DOT) change, measured.
+
+- ``toy``: the 2-D mixtures, GAN vs SAN across losses and optimizer settings, with the direction-alignment curve;
+- ``dot``: discriminator optimal transport on the 2-D critics;
+- ``digits``: sklearn's 8x8 digits, scored on the project's own digit classifier (``digits_classifier``).
+
+Speed benchmarks are in ``san_ext.bench``. Importing this package runs nothing.
+"""
