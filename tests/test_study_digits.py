@@ -168,10 +168,12 @@ def test_cell_is_deterministic_per_seed():
 
 def test_tiny_study_through_the_cli_writes_finite_metrics_table_and_grids(tmp_path):
     res = CliRunner().invoke(digits.main, ['--variants', 'nonsaturating,hinge+san', '--seeds', '1', '--steps', '20',
-                                           '--dot-steps', '2', '--workers', '1', '--outdir', str(tmp_path)])
+                                           '--dot-steps', '2', '--workers', '1', '--outdir', str(tmp_path),
+                                           '--optimizers', 'san-official'])
     assert res.exit_code == 0, res.output
     out = json.loads((tmp_path / 'results.json').read_text())
     assert len(out['cells']) == 4 and len(out['rows']) == 4
+    assert {(c['optimizer'], c['lr'], tuple(c['betas'])) for c in out['cells']} == {('san-official', 1e-3, (0, 0.99))}
     for cell in out['cells']:
         assert cell['finite'] and _finite(cell['metrics']['bare']) and _finite(cell['metrics']['dot'])
         assert 0 <= cell['metrics']['bare']['precision'] <= 1 and 0 <= cell['metrics']['dot']['recall'] <= 1
@@ -183,8 +185,17 @@ def test_tiny_study_through_the_cli_writes_finite_metrics_table_and_grids(tmp_pa
     assert table.count('\n') == 2 + 4 + 1 and 'hinge+san' in table and 'real held-out' in table
     assert 'FID +DOT' in res.output
     pngs = sorted(p.name for p in tmp_path.glob('*.png'))
-    assert pngs == ['real.png', 'samples_cond_hinge-san.png', 'samples_cond_nonsaturating.png',
-                    'samples_uncond_hinge-san.png', 'samples_uncond_nonsaturating.png']
+    assert pngs == ['real.png'] + [f'samples_san-official_{c}_{v}.png' for c in ('cond', 'uncond')
+                                   for v in ('hinge-san', 'nonsaturating')]
+    assert '±' not in table and '| san-official | no | 1 |' in table  # one seed: n says so, no ±0
+
+
+def test_digits_cells_default_to_both_settings_and_refuse_multi_d_step_ones():
+    cells = digits.study_cells(digits.StudyConfig(variants=('hinge',), seeds=1, conditional=(False,)))
+    assert [(c.optimizer, c.lr, c.betas) for c in cells] == [('dcgan', 2e-4, (0.5, 0.999)),
+                                                              ('san-official', 1e-3, (0.0, 0.99))]
+    with pytest.raises(ValueError, match='one D step per G step'):
+        digits.CellConfig(optimizer='wgan-gp')
 
 
 @pytest.mark.slow

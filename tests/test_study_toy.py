@@ -293,7 +293,7 @@ def test_sweep_in_a_worker_pool_returns_cells_in_input_order():
 def test_cli_tiny_run_writes_results_table_and_plot(tmp_path):
     outdir = tmp_path / 'toy'
     args = ['--steps', '20', '--seeds', '1', '--datasets', 'ring8', '--losses', 'hinge', '--workers', '1',
-            '--outdir', str(outdir)]
+            '--optimizers', 'san-official', '--outdir', str(outdir)]
     result = CliRunner().invoke(toy.main, args)
     assert result.exit_code == 0, result.output
     assert 'ring8' in result.output and '/8' in result.output
@@ -311,3 +311,162 @@ def test_cli_rejects_unknown_loss_naming_the_valid_ones(tmp_path):
     result = CliRunner().invoke(toy.main, ['--losses', 'hinge,bogus', '--outdir', str(tmp_path)])
     assert result.exit_code == 2
     assert "'bogus'" in result.output and 'wasserstein' in result.output
+
+
+# -- our SAN layer against a from-scratch simple-san-style layer, inside the study's trainer ---------------------
+class ScratchSANLinear(torch.nn.Linear):
+    """Written here from SAN Eq. 7-8 as sony/san's simple-san writes it: unit rows, separate scale, input bias."""
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__(weight.shape[1], weight.shape[0])
+        self.weight = torch.nn.Parameter(weight.detach().clone())
+        self.scale = torch.nn.Parameter(scale.detach().clone())
+        self.bias = torch.nn.Parameter(bias.detach().clone())  # added to the input
+
+    def forward(self, x, flg_train=False):
+        x = x + self.bias
+        w = self.weight / self.weight.norm(dim=1, keepdim=True)
+        if flg_train:
+            return x @ w.detach().T * self.scale, x.detach() @ w.T * self.scale.detach()
+        return x @ w.T * self.scale
+
+    def normalize_weight(self):
+        with torch.no_grad():
+            self.weight.div_(self.weight.norm(dim=1, keepdim=True))
+
+
+class ScratchD(torch.nn.Module):
+    def __init__(self, body: torch.nn.Module, head: ScratchSANLinear) -> None:
+        super().__init__()
+        self.module = torch.nn.Sequential(*body, head)
+
+    def forward(self, x, flg_train=False):
+        return self.module[-1](self.module[:-1](x), flg_train=flg_train)
+
+
+def _scratch_copy(D: torch.nn.Module) -> ScratchD:
+    import copy
+    body = copy.deepcopy(D.module[:-1])
+    head = D.san_layer
+    return ScratchD(body, ScratchSANLinear(head.weight, head.scale, head.bias))
+
+
+def _scratch_d_loss(name, D, x_r, x_f):
+    """simple-san's hinge D loss, and the non-saturating one with SAN's reweighted direction term, by hand."""
+    (fun_r, dir_r), (fun_f, dir_f) = D(x_r, flg_train=True), D(x_f, flg_train=True)
+    if name == 'hinge':
+        return (torch.relu(1 - fun_r).mean() + torch.relu(1 + fun_f).mean() - dir_r.mean() + dir_f.mean())
+    w_r, w_f = torch.sigmoid(-dir_r).detach(), torch.sigmoid(-dir_f).detach()
+    sp = torch.nn.functional.softplus
+    return sp(-fun_r).mean() + sp(fun_f).mean() - (w_r * dir_r).mean() + (w_f * dir_f).mean()
+
+
+@pytest.mark.parametrize('name', ['hinge', 'nonsaturating'])
+def test_our_san_layer_equals_a_from_scratch_layer_in_the_study_trainer(name, float64, monkeypatch):
+    from san_ext.studies import toy_train
+    from san_ext.studies.toy_data import TrainBatch, training_batches
+
+    cfg = toy.CellConfig(dataset='ring8', loss=name, san=True, seed=2, steps=15, **SMALL)
+    G, D = toy.init_models(cfg)
+    with torch.no_grad():
+        D.san_layer.bias.normal_()  # a non-zero input bias, so its routing counts
+    scratch = _scratch_copy(D)
+    b = toy_train._tensors(next(training_batches('ring8', 2, cfg.batch, cfg.z_dim)))
+    assert isinstance(b, TrainBatch)
+    with torch.no_grad():
+        x_fake = G(b.z_d)
+    loss = losses.get(name, san=True)
+    ours = loss.d_real(D(b.x_real, flg_train=True)).mean() + loss.d_fake(D(x_fake, flg_train=True)).mean()
+    theirs = _scratch_d_loss(name, scratch, b.x_real, x_fake)
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-13)
+    ours.backward()
+    theirs.backward()
+    for (n1, p1), (n2, p2) in zip(D.named_parameters(), scratch.named_parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=1e-12, atol=1e-14, msg=f'{n1} vs {n2}')
+    # whole training runs through the study's trainer, one with each D, end on the same parameters and curve
+    init = toy.init_models
+    runs = []
+    for make in (lambda D: D, _scratch_copy):
+        monkeypatch.setattr(toy_train, 'init_models', lambda c, make=make: (lambda g, d: (g, make(d)))(*init(c)))
+        runs.append(toy_train.train_cell(cfg))
+    (_, D_ours, r_ours), (_, D_theirs, r_theirs) = runs
+    for p1, p2 in zip(D_ours.parameters(), D_theirs.parameters()):
+        torch.testing.assert_close(p1, p2, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose([v for _, v in r_ours['curve']], [v for _, v in r_theirs['curve']], rtol=1e-9)
+
+
+# -- protocol pieces -------------------------------------------------------------------------------------------
+def test_every_optimizer_setting_names_its_source_and_the_default_is_the_official_one():
+    from san_ext.studies.toy_setup import DEFAULT_OPTIMIZER, OPTIMIZERS, get_optimizer
+    assert DEFAULT_OPTIMIZER == 'san-official' and list(OPTIMIZERS)[0] == DEFAULT_OPTIMIZER
+    official = get_optimizer('san-official')
+    assert (official.lr, official.betas, official.d_steps) == (1e-3, (0.0, 0.99), 1)
+    assert 'params.json' in official.source
+    assert (get_optimizer('wgan-gp').lr, get_optimizer('wgan-gp').d_steps) == (1e-4, 5)
+    assert all(o.source for o in OPTIMIZERS.values())
+    with pytest.raises(ValueError, match='san-official'):
+        get_optimizer('adam')
+
+
+@pytest.mark.parametrize('steps, expected', [(10_000, [8400, 8800, 9200, 9600, 10_000]),
+                                             (5000, [4200, 4400, 4600, 4800, 5000]), (5, [5])])
+def test_evaluations_fall_in_the_last_fifth_of_training(steps, expected):
+    from san_ext.studies.toy_setup import eval_steps
+    assert eval_steps(toy.CellConfig(steps=steps)) == expected
+
+
+def _cell(variant, seed, modes, loss='hinge'):
+    return dict(dataset='ring8', optimizer='dcgan', loss=loss, variant=variant, seed=seed, modes_covered=modes,
+                n_modes=8, high_quality=0.5, emd=0.1, alignment_final=0.5, wall_s=1.0)
+
+
+@pytest.mark.parametrize('gan, san, verdict', [
+    ([2, 3, 2, 3, 2], [6, 7, 6, 8, 7], 'SAN better'),
+    ([6, 7, 6, 8, 7], [2, 3, 2, 3, 2], 'GAN better'),
+    ([1, 0, 2, 1, 0], [0, 2, 1, 1, 1], 'both fail'),
+    ([6, 7, 6, 8, 7], [7, 6, 7, 7, 7], 'no clear difference'),
+    ([2, 3, 2, 3, 2], [9, 0, 8, 0, 7], 'no clear difference'),  # +2.4 on average, but not 2 standard errors
+])
+def test_paired_verdict_follows_the_stated_rule(gan, san, verdict):
+    from san_ext.studies.toy_metrics import verdicts
+    cells = [_cell('GAN', s, m) for s, m in enumerate(gan)] + [_cell('SAN', s, m) for s, m in enumerate(san)]
+    (row,) = verdicts(cells)
+    assert row['verdict'] == verdict and row['n'] == 5
+    assert row['diff'] == pytest.approx(np.mean(np.array(san) - np.array(gan)))
+
+
+def test_table_lists_every_seed_and_n():
+    from san_ext.studies.toy_metrics import aggregate, format_table
+    rows = aggregate([_cell('GAN', s, m) for s, m in enumerate([2, 3, 4])])
+    text = format_table(rows)
+    assert '3.0±1.0/8' in text and '2 3 4' in text and ' 3 ' in text
+
+
+def test_batched_directions_match_san_alignment_with_a_negative_scale(float64):
+    from san_ext.diagnostics import san_alignment
+    from san_ext.studies.toy_train import _batched_directions
+
+    Ds = _sanified_Ds(2)
+    with torch.no_grad():
+        Ds[1].san_layer.scale.neg_()  # s < 0: D's direction is -omega
+    bD = BatchedD(Ds, torch.nn.LeakyReLU(0.2))
+    x_r, x_f = torch.randn(2, 50, 2) + 1, torch.randn(2, 50, 2)
+    with torch.no_grad():
+        h_r, rows, _ = _batched_directions(bD, x_r)
+        h_f, _, _ = _batched_directions(bD, x_f)
+    from san_ext.diagnostics import direction_alignment
+    for i, D in enumerate(Ds):
+        got = float(direction_alignment(rows[i], h_r[i], h_f[i])[0])
+        assert got == pytest.approx(san_alignment(D, x_r[i], x_f[i])['module.6'], abs=1e-12)
+
+
+def test_quick_preset_shows_learning_with_n_in_the_table(tmp_path):
+    """The newcomer's first command: at the default setting the baselines cover modes, and the table shows n."""
+    outdir = tmp_path / 'quick'
+    result = CliRunner().invoke(toy.main, ['--quick', '--outdir', str(outdir)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((outdir / 'results.json').read_text())['rows']
+    assert {r['optimizer'] for r in rows} == {'san-official'} and all(r['n_seeds'] == 3 for r in rows)
+    gan = [r for r in rows if r['variant'] == 'GAN']
+    assert max(r['modes_covered_mean'] for r in gan) >= 1 and max(r['high_quality_mean'] for r in gan) > 0.1
+    assert '±' in result.output and ' 3 ' in result.output

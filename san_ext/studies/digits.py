@@ -67,12 +67,15 @@ from . import digits_eval as ev
 from .common import CommaList, pool_map, single_thread
 from .digits_models import build_D, build_G
 from .digits_report import aggregate, format_table, write_outputs
+from .optimizers import DEFAULT_OPTIMIZER, get_optimizer, list_optimizers
 
 __all__ = ['CellConfig', 'StudyConfig', 'parse_variant', 'run_cell', 'run_study', 'study_cells', 'train_cell', 'main']
 
 log = logging.getLogger(__name__)
 
 DEFAULT_VARIANTS = ('nonsaturating', 'wasserstein', 'hinge', 'hinge+san')
+OPTIMIZER_CHOICES = tuple(o for o in list_optimizers() if get_optimizer(o).d_steps == 1)
+DEFAULT_OPTIMIZERS = ('dcgan', DEFAULT_OPTIMIZER)  # the study's first setting, then the official SAN code's
 DEFAULT_STEPS = 5000
 QUICK = dict(seeds=1, steps=600)
 
@@ -94,14 +97,27 @@ class CellConfig:
     conditional: bool = False
     seed: int = 0
     steps: int = DEFAULT_STEPS     # G steps, one D step before each
+    optimizer: str = 'dcgan'       # san_ext.studies.optimizers: Adam lr and betas, G and D alike
     batch: int = 64
-    lr: float = 2e-4               # Adam, G and D alike
-    betas: tuple[float, float] = (0.5, 0.999)
     z_dim: int = 32
     width: int = 16                # D and G base channels
     n_gen: int = 1347              # evaluation samples (= the reference split's size)
     dot_steps: int = 30            # latent DOT, SGD; 0 skips DOT
     dot_lr: float = 0.01
+
+    def __post_init__(self) -> None:
+        if get_optimizer(self.optimizer).d_steps != 1:
+            raise ValueError(f'the digits study trains one D step per G step; optimizer setting '
+                             f'{self.optimizer!r} takes {get_optimizer(self.optimizer).d_steps}; use one of '
+                             f'{", ".join(OPTIMIZER_CHOICES)}')
+
+    @property
+    def lr(self) -> float:
+        return get_optimizer(self.optimizer).lr
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        return get_optimizer(self.optimizer).betas
 
     @property
     def loss(self) -> str:
@@ -117,6 +133,7 @@ class StudyConfig:
     """The grid: conditionings x variants x seeds 0..seeds-1, all with the same cell settings."""
 
     variants: tuple[str, ...] = DEFAULT_VARIANTS
+    optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
     conditional: tuple[bool, ...] = (False, True)
     seeds: int = 3
     steps: int = DEFAULT_STEPS
@@ -242,16 +259,18 @@ def run_cell(cfg: CellConfig, on_step: Optional[Callable[[int], None]] = None) -
     G, D, stats = train_cell(cfg, on_step)
     start, cpu = time.perf_counter(), time.process_time()
     metrics, shown = evaluate_cell(cfg, G, D)
-    return dict(dataclasses.asdict(cfg), loss=cfg.loss, san=cfg.san, **stats, eval_s=time.perf_counter() - start,
-                eval_cpu_s=time.process_time() - cpu, metrics=metrics, samples=shown)
+    return dict(dataclasses.asdict(cfg), loss=cfg.loss, san=cfg.san, lr=cfg.lr, betas=cfg.betas, **stats,
+                eval_s=time.perf_counter() - start, eval_cpu_s=time.process_time() - cpu, metrics=metrics,
+                samples=shown)
 
 
 # -- the study -------------------------------------------------------------------------------------------------
 def study_cells(study: StudyConfig) -> list[CellConfig]:
-    """Every cell of the grid in table order (conditioning, variant, seed)."""
-    return [CellConfig(variant=v, conditional=cond, seed=s, steps=study.steps, dot_steps=study.dot_steps,
-                       dot_lr=study.dot_lr)
-            for cond in study.conditional for v in study.variants for s in range(study.seeds)]
+    """Every cell of the grid in table order (optimizer setting, conditioning, variant, seed)."""
+    return [CellConfig(variant=v, conditional=cond, seed=s, steps=study.steps, optimizer=o,
+                       dot_steps=study.dot_steps, dot_lr=study.dot_lr)
+            for o in study.optimizers for cond in study.conditional for v in study.variants
+            for s in range(study.seeds)]
 
 
 def _cell_task(cfg: CellConfig, progress: Any) -> dict:
@@ -282,6 +301,9 @@ def _variant_names() -> list[str]:
 @click.option('--variants', type=CommaList(_variant_names()), default=None,
               help=f'Comma list of LOSS or LOSS+san (losses: {",".join(san_losses.list_losses())}).  '
                    f'[default: {",".join(DEFAULT_VARIANTS)}]')
+@click.option('--optimizers', type=CommaList(OPTIMIZER_CHOICES), default=None,
+              help=f'Comma list of optimizer settings (san_ext/studies/optimizers.py, sources there).  '
+                   f'[default: {",".join(DEFAULT_OPTIMIZERS)}]')
 @click.option('--seeds', type=click.IntRange(min=1), default=None,
               help=f'Seeds per variant, 0..N-1.  [default: 3; --quick: {QUICK["seeds"]}]')
 @click.option('--steps', type=click.IntRange(min=1), default=None,
@@ -299,7 +321,7 @@ def _variant_names() -> list[str]:
               help='Worker processes, one CPU core each; 1 runs in this process.')
 @click.option('--outdir', type=click.Path(file_okay=False, path_type=Path), default=Path('runs/digits'),
               show_default=True, help='Folder for results.json, table.md and the PNG sample grids.')
-def main(variants, seeds, steps, conditional, dot_steps, dot_lr, quick, workers, outdir) -> None:
+def main(variants, optimizers, seeds, steps, conditional, dot_steps, dot_lr, quick, workers, outdir) -> None:
     """Digits study: vanilla GAN, WGAN, hinge and hinge SAN on sklearn's 8x8 digits, each with and without latent
     DOT, unconditional and class-conditional; prints FID, precision and recall (k=3) on the project's digits
     classifier features, mean±std over seeds, and writes results.json, table.md and PNG grids.
@@ -309,11 +331,13 @@ def main(variants, seeds, steps, conditional, dot_steps, dot_lr, quick, workers,
       python -m san_ext.studies.digits
       python -m san_ext.studies.digits --quick
       python -m san_ext.studies.digits --variants hinge,hinge+san --seeds 5 --no-conditional
+      python -m san_ext.studies.digits --optimizers san-official --variants hinge,hinge+san
     """
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     preset = QUICK if quick else {}
     default = StudyConfig()
-    study = StudyConfig(variants=variants or default.variants, conditional=(False, True) if conditional else (False,),
+    study = StudyConfig(variants=variants or default.variants, optimizers=optimizers or default.optimizers,
+                        conditional=(False, True) if conditional else (False,),
                         seeds=seeds or preset.get('seeds', default.seeds),
                         steps=steps or preset.get('steps', default.steps), dot_steps=dot_steps, dot_lr=dot_lr,
                         workers=workers)
@@ -329,7 +353,7 @@ def main(variants, seeds, steps, conditional, dot_steps, dot_lr, quick, workers,
                   cpu_count=os.cpu_count())
     rows = aggregate(results)
     shared = {k: v for k, v in dataclasses.asdict(CellConfig()).items()
-              if k not in ('variant', 'conditional', 'seed', 'steps', 'dot_steps', 'dot_lr')}
+              if k not in ('variant', 'conditional', 'seed', 'steps', 'dot_steps', 'dot_lr', 'optimizer')}
     write_outputs(study, shared, results, rows, ev.real_floor(ev.reference()), timing, outdir)
     click.echo(format_table(rows, floor=ev.real_floor(ev.reference())))
     log.info('study took %.1f s wall, its cells %.1f s of CPU (load average %.2f -> %.2f); wrote '

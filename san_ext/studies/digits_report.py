@@ -23,13 +23,14 @@ _KEYS = ('fid', 'precision', 'recall', 'class_kl', 'class_match')
 
 
 def aggregate(cells: Sequence[dict]) -> list[dict]:
-    """One row per (conditioning, variant): mean and std over seeds of each score, bare and with DOT."""
+    """One row per (optimizer setting, conditioning, variant): mean and std over seeds of each score, bare and with
+    DOT."""
     groups: dict[tuple, list[dict]] = {}
     for c in cells:
-        groups.setdefault((c['conditional'], c['variant']), []).append(c)
+        groups.setdefault((c.get('optimizer', 'dcgan'), c['conditional'], c['variant']), []).append(c)
     rows = []
-    for (cond, variant), group in groups.items():
-        row: dict[str, Any] = dict(conditional=cond, variant=variant, n_seeds=len(group),
+    for (optimizer, cond, variant), group in groups.items():
+        row: dict[str, Any] = dict(optimizer=optimizer, conditional=cond, variant=variant, n_seeds=len(group),
                                    diverged=sum(not c['finite'] for c in group))
         for mode in ('bare', 'dot'):
             if not all(mode in c['metrics'] for c in group):
@@ -52,16 +53,19 @@ def _pm(row: dict, key: str, digits: int) -> str:
     if f'{key}_mean' not in row:
         return '-'
     mean, std = row[f'{key}_mean'], row[f'{key}_std']
-    return f'{mean:.{digits}f}±{std:.{digits}f}' if math.isfinite(mean) else 'nan'
+    if not math.isfinite(mean):
+        return 'nan'
+    return f'{mean:.{digits}f}±{std:.{digits}f}' if row['n_seeds'] > 1 else f'{mean:.{digits}f}'
 
 
-_HEADER = ('model', 'cond', 'FID', 'precision', 'recall', 'FID +DOT', 'precision +DOT', 'recall +DOT',
+_HEADER = ('model', 'optimizer', 'cond', 'n', 'FID', 'precision', 'recall', 'FID +DOT', 'precision +DOT', 'recall +DOT',
            'DOT ΔFID (seeds better)', 'train s')
 
 
 def _cells(row: dict) -> tuple[str, ...]:
     name = row['variant'] + (f' ({row["diverged"]} diverged)' if row.get('diverged') else '')
-    return (name, 'yes' if row['conditional'] else 'no', _pm(row, 'bare_fid', 1), _pm(row, 'bare_precision', 3),
+    return (name, row['optimizer'], 'yes' if row['conditional'] else 'no', str(row['n_seeds']),
+            _pm(row, 'bare_fid', 1), _pm(row, 'bare_precision', 3),
             _pm(row, 'bare_recall', 3), _pm(row, 'dot_fid', 1), _pm(row, 'dot_precision', 3),
             _pm(row, 'dot_recall', 3), _delta(row), f'{row["train_s_mean"]:.0f}')
 
@@ -73,18 +77,19 @@ def _delta(row: dict) -> str:
 
 
 def _floor_cells(floor: dict) -> tuple[str, ...]:
-    return (f'real held-out (n={floor["n"]})', '-', f'{floor["fid"]:.1f}', f'{floor["precision"]:.3f}',
+    return (f'real held-out (n={floor["n"]})', '-', '-', '-', f'{floor["fid"]:.1f}', f'{floor["precision"]:.3f}',
             f'{floor["recall"]:.3f}', '-', '-', '-', '-', '-')
 
 
 def format_table(rows: Sequence[dict], markdown: bool = False, floor: Optional[dict] = None) -> str:
     """The aggregated rows (mean±std over seeds) as aligned text, or Markdown; ``floor`` adds the real-data row."""
     body = [_cells(r) for r in rows] + ([_floor_cells(floor)] if floor else [])
-    return render_table(_HEADER, body, 2, markdown)
+    return render_table(_HEADER, body, 4, markdown)
 
 
 def _grid_name(cell: dict) -> str:
-    return f'samples_{"cond" if cell["conditional"] else "uncond"}_{cell["variant"].replace("+", "-")}.png'
+    return (f'samples_{cell.get("optimizer", "dcgan")}_{"cond" if cell["conditional"] else "uncond"}_'
+            f'{cell["variant"].replace("+", "-")}.png')
 
 
 def write_outputs(study: Any, shared: dict, cells: Sequence[dict], rows: Sequence[dict], floor: dict, timing: dict,
@@ -109,7 +114,8 @@ def write_outputs(study: Any, shared: dict, cells: Sequence[dict], rows: Sequenc
     for c in cells:
         if c['seed'] != 0:
             continue
-        panels = [(f'{c["variant"]}{" cond" if c["conditional"] else ""}', c['samples']['bare'])]
+        panels = [(f'{c["variant"]}{" cond" if c["conditional"] else ""} ({c.get("optimizer", "dcgan")})',
+                   c['samples']['bare'])]
         if 'dot' in c['samples']:
             panels.append((f'+ DOT {c["dot_steps"]} steps', c['samples']['dot']))
         ev.save_grid(panels, outdir / _grid_name(c))
