@@ -40,7 +40,7 @@ from san_ext.checkpoint import (
 from san_ext.layers import normalize_san_weights
 from san_ext.networks import summary
 
-from . import build, distributed, images
+from . import alignment, build, distributed, images
 from .config import TrainingConfig, to_json
 from .loss import ProjectedGANLoss, build_classifier, frozen_spectral_norm, refresh_spectral_norm
 from .stats import Stats, TickLog
@@ -49,7 +49,7 @@ __all__ = ['NonFiniteLossError', 'Progress', 'run']
 
 log = logging.getLogger(__name__)
 
-PHASE_G, PHASE_PL, PHASE_D = 0, 1, 2  # stream ids in the per-chunk seeds
+PHASE_G, PHASE_PL, PHASE_D, PHASE_ALIGN = 0, 1, 2, 3  # stream ids in the per-chunk seeds
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -94,6 +94,7 @@ class _Trainer:
     tick_start_time: float = 0.0
     tick_maintenance: float = 0.0
     start_time: float = 0.0
+    last_chunk: Optional[_Chunk] = None  # this rank's last real chunk: the SAN alignment measures D on it
 
 
 # =================================================================================================================
@@ -234,6 +235,7 @@ def _iterate(t: _Trainer) -> None:
 def _train_step(t: _Trainer, real_img: torch.Tensor, real_c: torch.Tensor) -> None:
     """One optimisation step of G and D on this rank's share of the global batch."""
     chunks = _split(t, real_img, real_c)
+    t.last_chunk = chunks[-1]
     _g_main_phase(t, chunks)
     if t.loss.pl_due(t.progress.cur_nimg, t.progress.batch_idx):
         _g_pl_phase(t, chunks)
@@ -376,6 +378,7 @@ def _end_tick(t: _Trainer, done: bool, grid_z, grid_c, grid) -> None:
     now = time.time()
     fields = t.stats.collect()
     fields.update(_timing(t, now))
+    fields.update(_alignment(t))
     t.tick_log.tick(p.cur_nimg / 1000, fields)
     p.tick_start_nimg = p.cur_nimg
     maintenance_start = time.time()
@@ -400,6 +403,19 @@ def _timing(t: _Trainer, now: float) -> dict[str, float]:
         out['Resources/peak_gpu_mem_gb'] = torch.cuda.max_memory_allocated(t.env.device) / 2 ** 30
         torch.cuda.reset_peak_memory_stats(t.env.device)
     return out
+
+
+def _alignment(t: _Trainer) -> dict[str, float]:
+    """SAN runs: the SAN heads' direction alignment on this rank's last real chunk (reduced over ranks, all ranks
+    call it) and its cost ``Timing/alignment_sec``; its own random stream, so training is unchanged."""
+    if not t.cfg.loss.san or t.last_chunk is None:
+        return {}
+    start = time.time()
+    chunk = t.last_chunk
+    gen = _rng(t, chunk, PHASE_ALIGN)
+    fields = alignment.tick_alignment(t.G, t.D, t.loss, chunk.img, chunk.c, t.progress.cur_nimg, gen)
+    fields['Timing/alignment_sec'] = time.time() - start
+    return fields
 
 
 def _snapshot(t: _Trainer, grid_z, grid_c, grid) -> None:
