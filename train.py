@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
 
 import click
 
+from san_ext import losses
 from san_ext.training import distributed
-from san_ext.training.config import PRESETS, REDUCTIONS, to_json
-from san_ext.training.options import LOSS_CHOICES, OptionError, TrainOptions, build_config
+from san_ext.training.config import PRESETS, REDUCTIONS, OptimConfig, to_json
+from san_ext.training.options import OptionError, TrainOptions, build_config
+
+# Every option's default, written once in TrainOptions (which takes them from the config sections).
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
 
 
 def _comma_list(ctx, param, value: str) -> tuple[str, ...]:
@@ -19,40 +24,44 @@ def _comma_list(ctx, param, value: str) -> tuple[str, ...]:
 
 # Options that accept StyleGAN-XL's spelling `--cond True`, `--cond=1` as well as a bare `--cond`.
 def _bool_option(name: str, help: str):
-    return click.option(name, type=bool, default=False, is_flag=False, flag_value=True, show_default=True,
-                        help=help)
+    return click.option(name, type=bool, default=_DEFAULTS[name.lstrip('-')], is_flag=False, flag_value=True,
+                        show_default=True, help=help)
 
 
 @click.command(context_settings={'max_content_width': 120})
 # Required.
 @click.option('--outdir', metavar='DIR', required=True, help='Where to make the run directory')
 @click.option('--data', metavar='[ZIP|DIR]', required=True, help='Training data (StyleGAN format, dataset_tool.py)')
-@click.option('--cfg', type=click.Choice(list(PRESETS)), default='stylegan-xl', show_default=True,
+@click.option('--cfg', type=click.Choice(list(PRESETS)), default=_DEFAULTS['cfg'], show_default=True,
               help='Recipe; stylegan-xl uses the StyleGAN3-T synthesis, stylegan3-r the R variant')
-@click.option('--gpus', type=click.IntRange(min=1), default=1, show_default=True,
+@click.option('--gpus', type=click.IntRange(min=1), default=_DEFAULTS['gpus'], show_default=True,
               help='Processes (GPUs; CPU processes with --device cpu); >1 relaunches through torchrun')
-@click.option('--batch', type=click.IntRange(min=1), default=32, show_default=True, help='Total batch size')
+@click.option('--batch', type=click.IntRange(min=1), default=_DEFAULTS['batch'], show_default=True,
+              help='Total batch size')
 # Data and conditioning.
 @_bool_option('--cond', 'Train class-conditional (needs labels in dataset.json)')
 @_bool_option('--mirror', 'Add x-flipped copies of the images')
 # Training length and hyperparameters.
 @click.option('--batch-gpu', type=click.IntRange(min=1), help='Images per forward pass  [default: batch/gpus]')
-@click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=25000, show_default=True,
+@click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS['kimg'], show_default=True,
               help='Training length in thousands of real images')
-@click.option('--glr', type=click.FloatRange(min=0), help='G learning rate  [default: 0.0025]')
-@click.option('--dlr', type=click.FloatRange(min=0), default=0.002, show_default=True, help='D learning rate')
-@click.option('--loss', type=click.Choice(LOSS_CHOICES), default='san', show_default=True,
-              help='GAN loss; san = hinge with SAN heads, others use plain heads')
-@click.option('--san-lambda', type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option('--glr', type=click.FloatRange(min=0),
+              help=f"G learning rate  [default: the recipe's, {OptimConfig.glr}]")
+@click.option('--dlr', type=click.FloatRange(min=0), default=_DEFAULTS['dlr'], show_default=True,
+              help='D learning rate')
+@click.option('--loss', type=click.Choice(losses.list_specs()), metavar='NAME[-san]|san', default=_DEFAULTS['loss'],
+              show_default=True, help=f'GAN loss NAME with plain heads, or NAME-san: its SAN conversion with SAN '
+              f'heads; NAME in {", ".join(losses.list_losses())}; san = hinge-san, StyleSAN-XL\'s')
+@click.option('--san-lambda', type=click.FloatRange(min=0), default=_DEFAULTS['san_lambda'], show_default=True,
               help='Weight of the SAN direction term (lambda)')
-@click.option('--loss-reduction', type=click.Choice(REDUCTIONS), default='sum', show_default=True,
+@click.option('--loss-reduction', type=click.Choice(REDUCTIONS), default=_DEFAULTS['loss_reduction'], show_default=True,
               help='Over (image, backbone) pairs: sum as StyleGAN-XL, or mean')
-@click.option('--cls_weight', type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option('--cls_weight', type=click.FloatRange(min=0), default=_DEFAULTS['cls_weight'], show_default=True,
               help='Classifier guidance weight (needs --cond and the deit_small classifier weights)')
 # Generator.
-@click.option('--cbase', type=click.IntRange(min=1), default=32768, show_default=True, help='Channel base')
-@click.option('--cmax', type=click.IntRange(min=1), default=512, show_default=True, help='Max channels')
-@click.option('--syn_layers', type=click.IntRange(min=3), default=14, show_default=True,
+@click.option('--cbase', type=click.IntRange(min=1), default=_DEFAULTS['cbase'], show_default=True, help='Channel base')
+@click.option('--cmax', type=click.IntRange(min=1), default=_DEFAULTS['cmax'], show_default=True, help='Max channels')
+@click.option('--syn_layers', type=click.IntRange(min=3), default=_DEFAULTS['syn_layers'], show_default=True,
               help='Synthesis layers of the stem')
 @click.option('--fp32', is_flag=True, help='No FP16 layers, no conv clamping')
 # Super-resolution stages.
@@ -60,32 +69,33 @@ def _bool_option(name: str, help: str):
 @click.option('--path_stem', metavar='SNAPSHOT',
               help='Network snapshot of the previous stage, or a released StyleGAN-XL/StyleSAN-XL .pkl (read '
               'without running code from it)')
-@click.option('--head_layers', type=click.IntRange(min=3), default=7, show_default=True,
+@click.option('--head_layers', type=click.IntRange(min=3), default=_DEFAULTS['head_layers'], show_default=True,
               help='Layers of the new stage')
-@click.option('--up_factor', type=click.Choice(['2', '4', '8', '16']), default='2', show_default=True,
-              help='Resolution factor of the new stage')
+@click.option('--up_factor', type=click.Choice(['2', '4', '8', '16']), default=str(_DEFAULTS['up_factor']),
+              show_default=True, help='Resolution factor of the new stage')
 # Discriminator.
-@click.option('--backbones', callback=_comma_list, default='deit_base_distilled_patch16_224,tf_efficientnet_lite0',
+@click.option('--backbones', callback=_comma_list, default=','.join(_DEFAULTS['backbones']),
               show_default=True, help='Frozen timm feature networks, comma-separated')
-@click.option('--pretrained/--no-pretrained', default=True, show_default=True,
+@click.option('--pretrained/--no-pretrained', default=_DEFAULTS['pretrained'], show_default=True,
               help='Pretrained backbone weights (--no-pretrained: random, for tests)')
-@click.option('--interp-size', type=click.IntRange(min=32), default=224, show_default=True,
+@click.option('--interp-size', type=click.IntRange(min=32), default=_DEFAULTS['interp_size'], show_default=True,
               help='CNN backbones see inputs resized to this side')
 @click.option('--sync-bn', is_flag=True, help="SyncBatchNorm in D's heads across GPUs")
 # Run, logging, checkpoints.
-@click.option('--metrics', callback=_comma_list, default='fid50k_full', show_default=True,
+@click.option('--metrics', callback=_comma_list, default=','.join(_DEFAULTS['metrics']), show_default=True,
               help='Metrics at each snapshot, comma-separated, or none')
-@click.option('--tick', type=click.FloatRange(min=0, min_open=True), default=4, show_default=True,
+@click.option('--tick', type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS['tick'], show_default=True,
               help='kimg between progress lines')
-@click.option('--snap', type=click.IntRange(min=1), default=50, show_default=True,
+@click.option('--snap', type=click.IntRange(min=1), default=_DEFAULTS['snap'], show_default=True,
               help='Ticks between snapshots and metrics')
-@click.option('--keep-states', type=click.IntRange(min=0), default=3, show_default=True,
+@click.option('--keep-states', type=click.IntRange(min=0), default=_DEFAULTS['keep_states'], show_default=True,
               help='Newest training states to keep (0 = all)')
 @click.option('--resume', metavar='latest|PATH', help='latest: continue the newest matching run in --outdir; '
               'PATH: a training-state file or run dir')
-@click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Random seed')
-@click.option('--workers', type=click.IntRange(min=0), default=3, show_default=True, help='DataLoader workers')
-@click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
+@click.option('--seed', type=click.IntRange(min=0), default=_DEFAULTS['seed'], show_default=True, help='Random seed')
+@click.option('--workers', type=click.IntRange(min=0), default=_DEFAULTS['workers'], show_default=True,
+              help='DataLoader workers')
+@click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default=_DEFAULTS['device'], show_default=True)
 @click.option('--desc', metavar='STR', help='String appended to the run directory name')
 @click.option('-n', '--dry-run', is_flag=True, help='Print the config and exit')
 def main(dry_run: bool, **kw) -> None:
@@ -107,9 +117,10 @@ def main(dry_run: bool, **kw) -> None:
           --path_stem runs/00000-stylegan-xl-imagenet16-gpus8-batch2048/best_model.safetensors
 
     \b
-    Continue an interrupted run (same command plus --resume latest), or try another loss:
+    Continue an interrupted run (same command plus --resume latest), or try another loss, plain or SAN:
       python train.py ... --resume latest
       python train.py ... --loss nonsaturating
+      python train.py ... --loss nonsaturating-san
     """
     logging.basicConfig(level=logging.INFO if os.environ.get('RANK', '0') == '0' else logging.WARNING,
                         format='%(levelname)s %(name)s: %(message)s')

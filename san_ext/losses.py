@@ -9,6 +9,9 @@ loss on omega, each sample weighted by the (detached) negative derivative -l_G'(
 at its logit: weight 1 for hinge and Wasserstein, which reproduces the official Hinge-SAN. ``docs/LOSSES.md`` has
 every formula with its source and marks which conversions are our own derivation.
 
+A *loss spec* names a loss and its SAN switch in one word, as ``train.py --loss`` and the studies spell it:
+``NAME`` (plain) or ``NAME-san`` (its SAN conversion); ``san`` alone is StyleSAN-XL's Hinge-SAN (:func:`parse_spec`).
+
 Imports only torch (the drop-in rule in DESIGN.md).
 """
 
@@ -22,11 +25,15 @@ from typing import Callable, Union
 import torch
 import torch.nn.functional as F
 
-__all__ = ['GANLoss', 'get', 'list_losses', 'register']
+__all__ = ['SAN_ALIASES', 'SAN_SUFFIX', 'GANLoss', 'get', 'list_losses', 'list_specs', 'parse_spec', 'register',
+           'spec_name']
 
 Logits = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 
 _LOSSES: dict[str, type[GANLoss]] = {}
+
+SAN_SUFFIX = '-san'                                     # NAME-san: the SAN conversion of loss NAME
+SAN_ALIASES: dict[str, tuple[str, bool]] = {'san': ('hinge', True)}  # StyleSAN-XL's `--loss san`
 
 
 def register(name: str) -> Callable[[type[GANLoss]], type[GANLoss]]:
@@ -34,6 +41,9 @@ def register(name: str) -> Callable[[type[GANLoss]], type[GANLoss]]:
     def deco(cls: type[GANLoss]) -> type[GANLoss]:
         if name in _LOSSES:
             raise ValueError(f'loss {name!r} is already registered')
+        if name in SAN_ALIASES or name.endswith(SAN_SUFFIX):
+            raise ValueError(f'loss name {name!r} would read as a SAN spec; pick a name that is not '
+                             f'{", ".join(map(repr, SAN_ALIASES))} and does not end in {SAN_SUFFIX!r}')
         _LOSSES[name] = cls
         return cls
     return deco
@@ -42,6 +52,29 @@ def register(name: str) -> Callable[[type[GANLoss]], type[GANLoss]]:
 def list_losses() -> list[str]:
     """Names accepted by :func:`get`."""
     return sorted(_LOSSES)
+
+
+def parse_spec(spec: str) -> tuple[str, bool]:
+    """A loss spec to ``(name, san)``: ``'nonsaturating-san'`` -> ('nonsaturating', True), ``'hinge'`` ->
+    ('hinge', False), ``'san'`` -> ('hinge', True); unknown specs fail listing the valid ones."""
+    if spec in SAN_ALIASES:
+        return SAN_ALIASES[spec]
+    name, san = (spec[:-len(SAN_SUFFIX)], True) if spec.endswith(SAN_SUFFIX) else (spec, False)
+    if name not in _LOSSES:
+        raise ValueError(f'unknown loss {spec!r}; known: {", ".join(list_specs())}')
+    return name, san
+
+
+def spec_name(name: str, san: bool) -> str:
+    """The canonical spec of loss ``name`` with or without SAN (inverse of :func:`parse_spec`): ``NAME[-san]``."""
+    if name not in _LOSSES:
+        raise ValueError(f'unknown loss {name!r}; known: {", ".join(list_losses())}')
+    return f'{name}{SAN_SUFFIX}' if san else name
+
+
+def list_specs() -> list[str]:
+    """Every spec :func:`parse_spec` accepts: the aliases, then ``NAME`` and ``NAME-san`` for each loss."""
+    return [*SAN_ALIASES, *(spec_name(n, san) for n in list_losses() for san in (False, True))]
 
 
 def get(name: str, san: bool = False, **kw) -> GANLoss:

@@ -1,6 +1,7 @@
 """Loss registry: hand-computed values, SAN conversion against an independent form, KL-WGAN stability, errors."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -94,6 +95,33 @@ def test_san_value_equals_base_value_on_fun_plus_weighted_dir(name):
     torch.testing.assert_close(san.d_fake((f, zero_dir_f)), base.d_fake(f))
 
 
+# -l_G'(f), the weight of the SAN direction term at the detached dir logit, written with scipy/numpy (docs/LOSSES.md).
+def _direction_weight(name, f, real, T=5.0):
+    f = np.asarray(f)
+    if name in ('hinge', 'wasserstein') or (name == 'klwgan' and real):
+        return np.ones_like(f)
+    if name in ('saturating', 'nonsaturating'):
+        return expit(f) if name == 'saturating' else expit(-f)
+    if name == 'lsgan':
+        return 1 - f
+    if name == 'klwgan':
+        return softmax(f / T) * len(f)
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize('name', losses.list_losses())
+def test_san_value_with_nonzero_dir_adds_the_weighted_direction_term(name):
+    # docs/LOSSES.md, SAN conversion: d_real = base(fun) - lambda rho(dir) dir, d_fake = base(fun) + lambda rho(dir) dir
+    lam, dir_r, dir_f = 0.7, [1.5, -0.25, 0.8], [0.3, -2.0, 1.2, -0.6]
+    san = losses.get(name, san=True, dir_weight=lam)
+    exp_r, exp_f, _ = _expected(name, REAL, FAKE)
+    want_r = exp_r - lam * _direction_weight(name, dir_r, real=True) * np.asarray(dir_r)
+    want_f = exp_f + lam * _direction_weight(name, dir_f, real=False) * np.asarray(dir_f)
+    np.testing.assert_allclose(san.d_real((_t(REAL), _t(dir_r))).numpy(), want_r, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(san.d_fake((_t(FAKE), _t(dir_f))).numpy(), want_f, rtol=1e-12, atol=1e-12)
+    assert not np.allclose(want_r, exp_r) and not np.allclose(want_f, exp_f)  # the direction term counts
+
+
 def test_san_loss_routes_gradients_only_through_matching_inputs():
     san = losses.get('nonsaturating', san=True)
     fun, dir_ = _t(REAL, True), _t(REAL, True)
@@ -163,3 +191,36 @@ def test_bad_options_and_inputs_are_clear():
         losses.get('hinge', san=True).g((torch.randn(3), torch.randn(3)))
     with pytest.raises(ValueError, match='batch dimension'):
         losses.get('hinge').g(torch.tensor(1.0))
+
+
+# -- loss specs (train.py --loss, the studies) ---------------------------------------------------------------------
+@pytest.mark.parametrize('name', losses.list_losses())
+def test_every_loss_parses_as_name_and_name_san(name):
+    assert losses.parse_spec(name) == (name, False)
+    assert losses.parse_spec(f'{name}-san') == (name, True)
+    assert losses.spec_name(name, False) == name and losses.spec_name(name, True) == f'{name}-san'
+    assert {name, f'{name}-san'} <= set(losses.list_specs())
+    assert losses.get(*losses.parse_spec(f'{name}-san')).san  # the spec's switch reaches the loss
+
+
+def test_san_alone_is_stylesan_xl_hinge_san_and_every_spec_round_trips():
+    assert losses.parse_spec('san') == ('hinge', True)
+    assert losses.list_specs()[0] == 'san' and len(losses.list_specs()) == 1 + 2 * len(losses.list_losses())
+    for spec in losses.list_specs():
+        name, san = losses.parse_spec(spec)
+        assert losses.spec_name(name, san) == ('hinge-san' if spec == 'san' else spec)
+
+
+@pytest.mark.parametrize('bad', ['relativistic', 'relativistic-san', 'hinge+san', 'hinge-SAN', '-san', ''])
+def test_bad_spec_fails_listing_every_valid_one(bad):
+    with pytest.raises(ValueError, match=re.escape(f'unknown loss {bad!r}')) as info:
+        losses.parse_spec(bad)
+    assert info.value.args[0].endswith('known: ' + ', '.join(losses.list_specs()))
+    assert 'nonsaturating-san' in str(info.value) and ' san,' in str(info.value)
+
+
+def test_a_loss_name_that_reads_as_a_spec_cannot_be_registered():
+    for name in ('san', 'hinge-san'):
+        with pytest.raises(ValueError, match='would read as a SAN spec'):
+            losses.register(name)(losses.HingeLoss)
+    assert 'san' not in losses.list_losses() and 'hinge-san' not in losses.list_losses()

@@ -12,6 +12,7 @@ import scipy.linalg
 import torch
 from click.testing import CliRunner
 
+from san_ext import losses
 from san_ext.layers import SANLinear
 from san_ext.metrics import get_extractor, list_extractors
 from san_ext.metrics.weights import file_sha256
@@ -19,6 +20,7 @@ from san_ext.studies import digits
 from san_ext.studies import digits_classifier as dc
 from san_ext.studies import digits_eval as ev
 from san_ext.studies.digits_models import DigitsD, ProjectionD, build_D, build_G
+from san_ext.studies.digits_report import _grid_name, aggregate, format_table
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -137,14 +139,47 @@ def test_generator_checks_its_class_input():
         build_G(8, 4, conditional=False)(torch.randn(3, 8), torch.zeros(3, 10))
 
 
-def test_variant_names_are_checked_against_the_loss_registry():
-    assert digits.parse_variant('hinge+san') == ('hinge', True)
+def test_variant_names_are_loss_specs_checked_against_the_registry():
+    assert digits.parse_variant('hinge-san') == ('hinge', True)
     assert digits.parse_variant('wasserstein') == ('wasserstein', False)
-    for bad in ('hinge+gp', 'nope', 'nope+san'):
+    for loss in losses.list_losses():  # the spelling of train.py --loss
+        assert digits.parse_variant(f'{loss}-san') == (loss, True) and digits.parse_variant(loss) == (loss, False)
+    assert digits.canonical_variant('san') == 'hinge-san'
+    for bad in ('hinge+gp', 'nope', 'nope-san', 'nope+san', 'hinge-gp'):
         with pytest.raises(ValueError, match='unknown variant'):
             digits.parse_variant(bad)
     res = CliRunner().invoke(digits.main, ['--variants', 'hinge,bogus'])
-    assert res.exit_code == 2 and 'bogus' in res.output
+    assert res.exit_code == 2 and 'bogus' in res.output and 'nonsaturating-san' in res.output
+
+
+def test_old_spelling_hinge_plus_san_is_still_read_as_hinge_san(caplog):
+    """One release of grace for ``LOSS+san``: the API warns, the CLI logs a note, both store ``LOSS-san``."""
+    with pytest.warns(DeprecationWarning, match="'hinge\\+san'.*deprecated.*'hinge-san'"):
+        assert digits.parse_variant('hinge+san') == ('hinge', True)
+    with pytest.warns(DeprecationWarning):
+        cell = digits.CellConfig(variant='lsgan+san')
+    assert (cell.variant, cell.loss, cell.san) == ('lsgan-san', 'lsgan', True)
+    with pytest.warns(DeprecationWarning):
+        assert digits.StudyConfig(variants=('hinge', 'hinge+san')).variants == ('hinge', 'hinge-san')
+    ctx = digits.main.make_context('digits', ['--variants', 'hinge,hinge+san,san'])
+    assert ctx.params['variants'] == ('hinge', 'hinge-san', 'hinge-san')
+    assert 'LOSS+san is deprecated' in caplog.text and 'write hinge-san' in caplog.text
+
+
+def _old_cell(variant: str, seed: int, fid: float) -> dict:
+    metrics = dict(fid=fid, precision=0.5, recall=0.5)
+    return dict(optimizer='dcgan', conditional=False, variant=variant, seed=seed, finite=True, train_s=1.0,
+                metrics=dict(bare=metrics))
+
+
+def test_report_reads_results_written_with_the_old_spelling():
+    """results.json cells of earlier runs say ``hinge+san``: they aggregate into the ``hinge-san`` row (with new
+    cells of the same model) and name its grid as before."""
+    rows = aggregate([_old_cell('hinge+san', 0, 10.0), _old_cell('hinge-san', 1, 20.0), _old_cell('hinge', 0, 30.0)])
+    assert [(r['variant'], r['n_seeds'], r['bare_fid_mean']) for r in rows] == [('hinge-san', 2, 15.0),
+                                                                               ('hinge', 1, 30.0)]
+    assert 'hinge-san' in format_table(rows) and '+san' not in format_table(rows)
+    assert _grid_name(_old_cell('hinge+san', 0, 1.0)) == 'samples_dcgan_uncond_hinge-san.png'
 
 
 # -- end to end --------------------------------------------------------------------------------------------------
@@ -156,18 +191,18 @@ def _finite(d: dict) -> bool:
 
 
 def test_cell_is_deterministic_per_seed():
-    cfg = digits.CellConfig(variant='hinge+san', conditional=True, seed=0, **TINY)
+    cfg = digits.CellConfig(variant='hinge-san', conditional=True, seed=0, **TINY)
     a, b = digits.run_cell(cfg), digits.run_cell(cfg)
     for r in (a, b):
         assert r['metrics']['dot'].pop('dot_s') > 0  # wall time: the one field allowed to differ
     assert a['metrics'] == b['metrics'] and a['d_loss'] == b['d_loss']
     assert torch.equal(a['samples']['dot'], b['samples']['dot'])
-    other = digits.run_cell(digits.CellConfig(variant='hinge+san', conditional=True, seed=1, **TINY))
+    other = digits.run_cell(digits.CellConfig(variant='hinge-san', conditional=True, seed=1, **TINY))
     assert other['metrics']['bare']['fid'] != a['metrics']['bare']['fid']
 
 
 def test_tiny_study_through_the_cli_writes_finite_metrics_table_and_grids(tmp_path):
-    res = CliRunner().invoke(digits.main, ['--variants', 'nonsaturating,hinge+san', '--seeds', '1', '--steps', '20',
+    res = CliRunner().invoke(digits.main, ['--variants', 'nonsaturating,hinge-san', '--seeds', '1', '--steps', '20',
                                            '--dot-steps', '2', '--workers', '1', '--outdir', str(tmp_path),
                                            '--optimizers', 'san-official'])
     assert res.exit_code == 0, res.output
@@ -182,7 +217,7 @@ def test_tiny_study_through_the_cli_writes_finite_metrics_table_and_grids(tmp_pa
     assert out['config']['features']['sha256'] == dc.record_of()['sha256']
     assert out['floor']['n'] == 450 and out['timing']['wall_s'] > 0
     table = (tmp_path / 'table.md').read_text()
-    assert table.count('\n') == 2 + 4 + 1 and 'hinge+san' in table and 'real held-out' in table
+    assert table.count('\n') == 2 + 4 + 1 and 'hinge-san' in table and 'real held-out' in table
     assert 'FID +DOT' in res.output
     pngs = sorted(p.name for p in tmp_path.glob('*.png'))
     assert pngs == ['real.png'] + [f'samples_san-official_{c}_{v}.png' for c in ('cond', 'uncond')

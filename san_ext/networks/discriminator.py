@@ -34,7 +34,7 @@ class DiscriminatorConfig:
     c_dim: int = 0                          # number of classes; 0 = unconditional
     img_resolution: int = 256               # input images are [B, img_channels, img_resolution, img_resolution]
     img_channels: int = 3                   # 1 (grey, repeated to RGB for the backbones) or 3
-    san: bool = True                        # SAN last layers (--loss san); False: plain spectral-norm heads
+    san: bool = True                        # SAN last layers (--loss NAME-san); False: plain spectral-norm heads
     diffaug: str = 'color,translation,cutout'  # DiffAugment policy, '' disables; applied in training mode only
     pretrained: bool = True                 # pretrained backbone weights through timm (False: random, tests only)
     checkpoint_paths: tuple[Optional[str], ...] = ()  # per backbone: local weight file or None; () = all None

@@ -14,7 +14,8 @@ Setup, fixed before any comparison and identical for every variant (the reasons)
   (WGAN needs a bounded critic and DOT a near-Lipschitz one); SAN replaces the spectrally normalised last layer by
   ``sanify``'s SANLinear (SANEmbedding class rows in the conditional D) and re-projects omega after each D step.
 - Variants: ``nonsaturating`` (vanilla GAN), ``wasserstein`` (WGAN: the plain critic loss with the spectral norm
-  above; no clipping or gradient penalty), ``hinge``, ``hinge+san`` (any ``loss[+san]`` of ``san_ext.losses`` works).
+  above; no clipping or gradient penalty), ``hinge``, ``hinge-san`` (any ``LOSS[-san]`` spec of ``san_ext.losses``
+  works, as in ``train.py --loss``; the old spelling ``LOSS+san`` is still read, deprecated, for one release).
 - Training: Adam lr 2e-4, betas (0.5, 0.999) for G and D (DCGAN), batch 64, one D step per G step, real and fake
   through D in one batch, 5,000 steps (~240 epochs). Fixed on the baseline alone (unconditional non-saturating GAN,
   seeds 0 and 1): with PyTorch's default init G started mode-collapsed for ~4k steps, with He init its FID fell
@@ -41,7 +42,7 @@ Examples::
 
     python -m san_ext.studies.digits                      # 4 variants x {uncond, cond} x 3 seeds, with DOT
     python -m san_ext.studies.digits --quick              # 1 seed, 600 steps: a smoke run of about a minute
-    python -m san_ext.studies.digits --variants hinge,hinge+san --seeds 5 --no-conditional
+    python -m san_ext.studies.digits --variants hinge,hinge-san --seeds 5 --no-conditional
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ import dataclasses
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,14 +68,15 @@ from san_ext import losses as san_losses
 from . import digits_eval as ev
 from .common import CommaList, pool_map, single_thread
 from .digits_models import build_D, build_G
-from .digits_report import aggregate, format_table, write_outputs
+from .digits_report import LEGACY_SAN_SUFFIX, aggregate, current_spelling, format_table, write_outputs
 from .optimizers import DEFAULT_OPTIMIZER, get_optimizer, list_optimizers
 
-__all__ = ['CellConfig', 'StudyConfig', 'parse_variant', 'run_cell', 'run_study', 'study_cells', 'train_cell', 'main']
+__all__ = ['CellConfig', 'StudyConfig', 'canonical_variant', 'parse_variant', 'run_cell', 'run_study', 'study_cells',
+           'train_cell', 'main']
 
 log = logging.getLogger(__name__)
 
-DEFAULT_VARIANTS = ('nonsaturating', 'wasserstein', 'hinge', 'hinge+san')
+DEFAULT_VARIANTS = ('nonsaturating', 'wasserstein', 'hinge', 'hinge-san')
 OPTIMIZER_CHOICES = tuple(o for o in list_optimizers() if get_optimizer(o).d_steps == 1)
 DEFAULT_OPTIMIZERS = ('dcgan', DEFAULT_OPTIMIZER)  # the study's first setting, then the official SAN code's
 DEFAULT_STEPS = 5000
@@ -81,19 +84,30 @@ QUICK = dict(seeds=1, steps=600)
 
 
 def parse_variant(name: str) -> tuple[str, bool]:
-    """``'hinge+san'`` -> ('hinge', True); ``'wasserstein'`` -> ('wasserstein', False); checked against the registry."""
-    loss, _, suffix = name.partition('+')
-    if suffix not in ('', 'san') or loss not in san_losses.list_losses():
-        raise ValueError(f'unknown variant {name!r}: use LOSS or LOSS+san with LOSS in '
-                         f'{", ".join(san_losses.list_losses())}')
-    return loss, suffix == 'san'
+    """``'hinge-san'`` -> ('hinge', True); ``'wasserstein'`` -> ('wasserstein', False): a ``san_ext.losses`` spec,
+    checked against the registry. The old ``'hinge+san'`` still parses, with a DeprecationWarning, for one release."""
+    spec = current_spelling(name)
+    try:
+        parsed = san_losses.parse_spec(spec)
+    except ValueError as e:
+        raise ValueError(f'unknown variant {name!r}: use LOSS or LOSS{san_losses.SAN_SUFFIX} with LOSS in '
+                         f'{", ".join(san_losses.list_losses())}') from e
+    if spec != name:
+        warnings.warn(f'digits variant {name!r}: the spelling LOSS{LEGACY_SAN_SUFFIX} is deprecated and will be '
+                      f'removed in the next release; write {spec!r}', DeprecationWarning, stacklevel=2)
+    return parsed
+
+
+def canonical_variant(name: str) -> str:
+    """The study's spelling of a variant: ``'hinge+san'`` and ``'san'`` -> ``'hinge-san'`` (see parse_variant)."""
+    return san_losses.spec_name(*parse_variant(name))
 
 
 @dataclass(frozen=True)
 class CellConfig:
     """One trained model of the study and its evaluation."""
 
-    variant: str = 'hinge+san'     # LOSS or LOSS+san (parse_variant)
+    variant: str = 'hinge-san'     # LOSS or LOSS-san (parse_variant); stored in canonical_variant's spelling
     conditional: bool = False
     seed: int = 0
     steps: int = DEFAULT_STEPS     # G steps, one D step before each
@@ -106,6 +120,7 @@ class CellConfig:
     dot_lr: float = 0.01
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, 'variant', canonical_variant(self.variant))
         if get_optimizer(self.optimizer).d_steps != 1:
             raise ValueError(f'the digits study trains one D step per G step; optimizer setting '
                              f'{self.optimizer!r} takes {get_optimizer(self.optimizer).d_steps}; use one of '
@@ -140,6 +155,9 @@ class StudyConfig:
     dot_steps: int = 30
     dot_lr: float = 0.01
     workers: int = 2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'variants', tuple(canonical_variant(v) for v in self.variants))
 
 
 # -- training --------------------------------------------------------------------------------------------------
@@ -292,14 +310,26 @@ def run_study(cells: Sequence[CellConfig], workers: int = 2, progress: bool = Tr
 
 
 # -- CLI -------------------------------------------------------------------------------------------------------
-def _variant_names() -> list[str]:
-    return [v for loss in san_losses.list_losses() for v in (loss, f'{loss}+san')]
+class _Variants(CommaList):
+    """``--variants``: loss specs (``san_losses.list_specs()``), returned in canonical_variant's spelling; the
+    deprecated ``LOSS+san`` is still read, with a warning."""
+
+    def convert(self, value, param, ctx) -> tuple[str, ...]:
+        if isinstance(value, str):
+            names = [v.strip() for v in value.split(',')]
+            old = [v for v in names if v.endswith(LEGACY_SAN_SUFFIX)]
+            if old:
+                log.warning('--variants: the spelling LOSS%s is deprecated and will be removed in the next release; '
+                            'write %s', LEGACY_SAN_SUFFIX, ','.join(map(current_spelling, old)))
+            value = ','.join(map(current_spelling, names))
+        return tuple(canonical_variant(v) for v in super().convert(value, param, ctx))
 
 
 @click.command(context_settings=dict(help_option_names=['-h', '--help']))
 # What to run
-@click.option('--variants', type=CommaList(_variant_names()), default=None,
-              help=f'Comma list of LOSS or LOSS+san (losses: {",".join(san_losses.list_losses())}).  '
+@click.option('--variants', type=_Variants(san_losses.list_specs()), default=None,
+              help=f'Comma list of LOSS or LOSS-san, as train.py --loss (losses: '
+                   f'{",".join(san_losses.list_losses())}).  '
                    f'[default: {",".join(DEFAULT_VARIANTS)}]')
 @click.option('--optimizers', type=CommaList(OPTIMIZER_CHOICES), default=None,
               help=f'Comma list of optimizer settings (san_ext/studies/optimizers.py, sources there).  '
@@ -330,8 +360,8 @@ def main(variants, optimizers, seeds, steps, conditional, dot_steps, dot_lr, qui
     Examples:
       python -m san_ext.studies.digits
       python -m san_ext.studies.digits --quick
-      python -m san_ext.studies.digits --variants hinge,hinge+san --seeds 5 --no-conditional
-      python -m san_ext.studies.digits --optimizers san-official --variants hinge,hinge+san
+      python -m san_ext.studies.digits --variants hinge,hinge-san --seeds 5 --no-conditional
+      python -m san_ext.studies.digits --optimizers san-official --variants hinge,hinge-san
     """
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     preset = QUICK if quick else {}

@@ -13,21 +13,32 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from san_ext.losses import SAN_SUFFIX
+
 from . import digits_eval as ev
 from .common import mean_std, render_table
 from .digits_classifier import record_of
 
-__all__ = ['aggregate', 'format_table', 'write_outputs']
+__all__ = ['LEGACY_SAN_SUFFIX', 'aggregate', 'current_spelling', 'format_table', 'write_outputs']
 
 _KEYS = ('fid', 'precision', 'recall', 'class_kl', 'class_match')
+LEGACY_SAN_SUFFIX = '+san'  # results written before issue 22 spell the SAN variants LOSS+san (today LOSS-san)
+
+
+def current_spelling(variant: str) -> str:
+    """``variant`` as the study spells it today: a legacy ``'hinge+san'`` reads as ``'hinge-san'``."""
+    if variant.endswith(LEGACY_SAN_SUFFIX):
+        return variant[:-len(LEGACY_SAN_SUFFIX)] + SAN_SUFFIX
+    return variant
 
 
 def aggregate(cells: Sequence[dict]) -> list[dict]:
     """One row per (optimizer setting, conditioning, variant): mean and std over seeds of each score, bare and with
-    DOT."""
+    DOT; cells of older results spelled ``LOSS+san`` join their ``LOSS-san`` rows."""
     groups: dict[tuple, list[dict]] = {}
     for c in cells:
-        groups.setdefault((c.get('optimizer', 'dcgan'), c['conditional'], c['variant']), []).append(c)
+        groups.setdefault((c.get('optimizer', 'dcgan'), c['conditional'], current_spelling(c['variant'])),
+                          []).append(c)
     rows = []
     for (optimizer, cond, variant), group in groups.items():
         row: dict[str, Any] = dict(optimizer=optimizer, conditional=cond, variant=variant, n_seeds=len(group),
@@ -89,7 +100,7 @@ def format_table(rows: Sequence[dict], markdown: bool = False, floor: Optional[d
 
 def _grid_name(cell: dict) -> str:
     return (f'samples_{cell.get("optimizer", "dcgan")}_{"cond" if cell["conditional"] else "uncond"}_'
-            f'{cell["variant"].replace("+", "-")}.png')
+            f'{current_spelling(cell["variant"])}.png')
 
 
 def write_outputs(study: Any, shared: dict, cells: Sequence[dict], rows: Sequence[dict], floor: dict, timing: dict,

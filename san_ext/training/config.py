@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from san_ext import losses
 from san_ext.networks import DiscriminatorConfig, GeneratorConfig
 
 __all__ = ['PRESETS', 'REDUCTIONS', 'DataConfig', 'LossConfig', 'OptimConfig', 'Recipe', 'RunConfig',
@@ -47,10 +48,11 @@ class SuperresStageConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Projected-GAN loss of StyleGAN-XL with a choice of GAN loss (``--loss``; ``san`` = hinge + SAN)."""
+    """Projected-GAN loss of StyleGAN-XL with a choice of GAN loss: ``--loss NAME[-san]`` sets ``name`` and ``san``
+    (``--loss san`` = hinge + SAN, the default); :attr:`spec` spells them back."""
 
     name: str = 'hinge'                 # key in the san_ext.losses registry
-    san: bool = True                    # SAN heads and the direction term on `dir`
+    san: bool = True                    # the direction term on `dir`; the one SAN switch (D.san must agree)
     dir_weight: float = 1.0             # lambda (--san-lambda)
     reduction: str = 'sum'              # per (image, backbone) logit means: 'sum' (StyleGAN-XL) or 'mean'
     blur_init_sigma: float = 2.0        # Gaussian blur of D inputs, fading linearly to 0 ...
@@ -65,6 +67,9 @@ class LossConfig:
     cls_pretrained: bool = True
 
     def __post_init__(self) -> None:
+        if self.name not in losses.list_losses():
+            raise ValueError(f'unknown loss name {self.name!r}; known: {", ".join(losses.list_losses())}'
+                             f'{_spec_hint(self.name)}')
         if self.reduction not in REDUCTIONS:
             raise ValueError(f'loss reduction must be one of {REDUCTIONS}, got {self.reduction!r}')
         for name in ('dir_weight', 'blur_init_sigma', 'blur_fade_kimg', 'pl_weight', 'cls_weight'):
@@ -73,6 +78,20 @@ class LossConfig:
                 raise ValueError(f'{name} must be a finite number >= 0, got {value}')
         if self.pl_interval < 1 or self.pl_batch_shrink < 1:
             raise ValueError('pl_interval and pl_batch_shrink must be >= 1')
+
+    @property
+    def spec(self) -> str:
+        """The ``--loss`` spelling of ``name`` and ``san``: ``'hinge-san'``, ``'nonsaturating'``."""
+        return losses.spec_name(self.name, self.san)
+
+
+def _spec_hint(spec: str) -> str:
+    """For a ``--loss`` spec written into ``LossConfig.name``: how to say it with ``name`` and ``san``."""
+    try:
+        name, san = losses.parse_spec(spec)
+    except ValueError:
+        return ''
+    return f'; for the spec {spec!r} set name={name!r}, san={san}'
 
 
 @dataclass(frozen=True)
@@ -150,6 +169,14 @@ class TrainingConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     superres: Optional[SuperresStageConfig] = None
     preset: str = 'stylegan-xl'
+
+    def __post_init__(self) -> None:
+        # loss.san is the SAN switch; D.san is derived from it (build_config) and must agree: SAN losses need the
+        # (fun, dir) pair of SAN heads, plain losses plain logits.
+        if self.loss.san != self.D.san:
+            raise ValueError(f'loss.san={self.loss.san} but D.san={self.D.san}: the SAN switch must agree in both '
+                             f'sections; set D=dataclasses.replace(D, san={self.loss.san}) or build the config with '
+                             f'san_ext.training.options.build_config (--loss {self.loss.spec})')
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -2,7 +2,9 @@
 
 Every check that needs the data or the stem checkpoint lives here, and each failure is an :class:`OptionError`
 naming the flag and the fix; ``train.py`` turns it into a ``click.ClickException``. Option names and defaults are
-StyleGAN-XL's (reference/stylegan_xl.md Sec. 2).
+StyleGAN-XL's (reference/stylegan_xl.md Sec. 2). Defaults are written once: :class:`TrainOptions` takes them from
+the config sections they end up in (CLI-only options keep theirs here), and ``train.py``'s click options read
+them from :class:`TrainOptions`.
 """
 
 from __future__ import annotations
@@ -19,12 +21,11 @@ from san_ext.networks import DiscriminatorConfig, GeneratorConfig
 from san_ext.networks.superres import UP_FACTORS
 
 from .build import MetricsUnavailableError, metric_module, stem_spec
-from .config import PRESETS, DataConfig, RunConfig, SuperresStageConfig, TrainingConfig
+from .config import PRESETS, DataConfig, LossConfig, OptimConfig, RunConfig, SuperresStageConfig, TrainingConfig
 
-__all__ = ['LOSS_CHOICES', 'STEM_RESOLUTIONS', 'OptionError', 'TrainOptions', 'build_config']
+__all__ = ['STEM_RESOLUTIONS', 'OptionError', 'TrainOptions', 'build_config']
 
 STEM_RESOLUTIONS = (8, 16, 32, 64, 128, 256, 512, 1024)  # sides a stem generator can be built for
-LOSS_CHOICES = ('san', *[n for n in losses.list_losses()])
 
 
 class OptionError(ValueError):
@@ -37,44 +38,44 @@ class OptionError(ValueError):
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """The raw values of train.py's options (defaults as StyleGAN-XL's train.py)."""
+    """The raw values of train.py's options; defaults from the config sections (StyleGAN-XL's train.py)."""
 
     outdir: str
     data: str
-    cfg: str = 'stylegan-xl'
-    gpus: int = 1
-    batch: int = 32
-    batch_gpu: Optional[int] = None
-    cond: bool = False
-    mirror: bool = False
-    kimg: float = 25000
-    glr: Optional[float] = None
-    dlr: float = 0.002
-    cbase: int = 32768
-    cmax: int = 512
-    syn_layers: int = 14
+    cfg: str = TrainingConfig.preset
+    gpus: int = RunConfig.gpus
+    batch: int = RunConfig.batch
+    batch_gpu: Optional[int] = None     # None: batch / gpus
+    cond: bool = DataConfig.cond
+    mirror: bool = DataConfig.mirror
+    kimg: float = RunConfig.kimg
+    glr: Optional[float] = None         # None: the recipe's (--cfg)
+    dlr: float = OptimConfig.dlr
+    cbase: int = GeneratorConfig.channel_base
+    cmax: int = GeneratorConfig.channel_max
+    syn_layers: int = GeneratorConfig.num_layers
     superres: bool = False
     path_stem: Optional[str] = None
-    head_layers: int = 7
-    up_factor: int = 2
-    cls_weight: float = 0.0
+    head_layers: int = SuperresStageConfig.head_layers
+    up_factor: int = SuperresStageConfig.up_factor
+    cls_weight: float = LossConfig.cls_weight
     metrics: tuple[str, ...] = ('fid50k_full',)
-    snap: int = 50
-    tick: float = 4
-    seed: int = 0
-    workers: int = 3
+    snap: int = RunConfig.snap
+    tick: float = RunConfig.tick
+    seed: int = RunConfig.seed
+    workers: int = DataConfig.workers
     fp32: bool = False
     desc: Optional[str] = None
-    loss: str = 'san'
-    san_lambda: float = 1.0
-    loss_reduction: str = 'sum'
-    backbones: tuple[str, ...] = ('deit_base_distilled_patch16_224', 'tf_efficientnet_lite0')
-    pretrained: bool = True
+    loss: str = losses.spec_name(LossConfig.name, LossConfig.san)  # a losses.parse_spec spec: NAME[-san] or san
+    san_lambda: float = LossConfig.dir_weight
+    loss_reduction: str = LossConfig.reduction
+    backbones: tuple[str, ...] = DiscriminatorConfig.backbones
+    pretrained: bool = DiscriminatorConfig.pretrained
     resume: Optional[str] = None
-    device: str = 'auto'
-    sync_bn: bool = False
-    interp_size: int = 224
-    keep_states: int = 3
+    device: str = RunConfig.device
+    sync_bn: bool = RunConfig.sync_bn
+    interp_size: int = DiscriminatorConfig.interp_size
+    keep_states: int = RunConfig.keep_states
 
 
 def build_config(o: TrainOptions) -> TrainingConfig:
@@ -82,25 +83,26 @@ def build_config(o: TrainOptions) -> TrainingConfig:
     if o.cfg not in PRESETS:
         raise OptionError('--cfg', f'unknown recipe {o.cfg!r}; known: {", ".join(PRESETS)}')
     recipe = PRESETS[o.cfg]
+    try:
+        loss_name, san = losses.parse_spec(o.loss)
+    except ValueError as e:
+        raise OptionError('--loss', f'{e} (NAME: plain heads, NAME-san: its SAN conversion)') from e
     batch_gpu = _check_batch(o)
     data = _data_config(o)
     stem_cfg = _stem_config(o, data) if o.superres else None
     G = stem_cfg or _generator_config(o, data, recipe.synthesis)
     superres = SuperresStageConfig(str(o.path_stem), o.head_layers, o.up_factor) if o.superres else None
-    if o.loss not in LOSS_CHOICES:
-        raise OptionError('--loss', f'unknown loss {o.loss!r}; known: {", ".join(LOSS_CHOICES)}')
     if o.cls_weight > 0 and not o.cond:
         raise OptionError('--cls_weight', 'classifier guidance needs class labels: add --cond (or --cls_weight 0)')
     if o.sync_bn and o.device == 'cpu' and o.gpus > 1:
         raise OptionError('--sync-bn', 'SyncBatchNorm needs CUDA GPUs; drop --sync-bn on CPU')
-    san = o.loss == 'san'
-    loss = dataclasses.replace(recipe.loss, name='hinge' if san else o.loss, san=san, dir_weight=o.san_lambda,
+    loss = dataclasses.replace(recipe.loss, name=loss_name, san=san, dir_weight=o.san_lambda,
                                reduction=o.loss_reduction, cls_weight=o.cls_weight, cls_pretrained=o.pretrained,
                                pl_weight=0.0 if o.superres else recipe.loss.pl_weight)
     optim = dataclasses.replace(recipe.optim, glr=o.glr if o.glr is not None else recipe.optim.glr, dlr=o.dlr)
     D = DiscriminatorConfig(backbones=tuple(o.backbones), c_dim=data.label_dim, img_resolution=data.resolution,
-                            img_channels=data.channels, san=san, diffaug=recipe.diffaug, pretrained=o.pretrained,
-                            interp_size=o.interp_size)
+                            img_channels=data.channels, san=loss.san,  # derived: loss.san is the one switch
+                            diffaug=recipe.diffaug, pretrained=o.pretrained, interp_size=o.interp_size)
     run = RunConfig(outdir=o.outdir, desc=_describe(o, data), seed=o.seed, gpus=o.gpus, batch=o.batch,
                     batch_gpu=batch_gpu, kimg=o.kimg, tick=o.tick, snap=o.snap, metrics=_metrics(o.metrics),
                     device=o.device, resume=o.resume, sync_bn=o.sync_bn, keep_states=o.keep_states)
