@@ -20,7 +20,8 @@ from san_ext.metrics.features import extractor_weights
 
 
 def load_network(path: str, device: torch.device) -> torch.nn.Module:
-    """The generator of a snapshot through ``san_ext.checkpoint.load_generator`` (imported only here)."""
+    """The generator of a snapshot or released .pkl through ``san_ext.checkpoint.load_generator`` (imported only
+    here)."""
     try:
         from san_ext.checkpoint import load_generator
     except ImportError as err:
@@ -72,7 +73,8 @@ def _init_process(device: str) -> torch.device:
 @click.command(context_settings={'max_content_width': 120, 'help_option_names': ['-h', '--help']})
 # What to score.
 @click.option('--network', metavar='FILE', required=True, type=click.Path(exists=True, dir_okay=False),
-              help='Generator snapshot (network-snapshot-*.safetensors or a training state)')
+              help='Generator: network-snapshot-*.safetensors, a training state, or a released StyleGAN-XL/StyleSAN-XL '
+              '.pkl (read without running code from it)')
 @click.option('--metrics', metavar='LIST', default='fid50k_full', show_default=True, callback=_comma_list,
               help=f'Comma-separated metrics: {", ".join(list_metrics())}')
 @click.option('--data', metavar='[ZIP|DIR]', type=click.Path(exists=True),
@@ -115,6 +117,7 @@ def main(network: str, metrics: tuple[str, ...], data: Optional[str], extractor:
     Examples:
       python calc_metrics.py --network runs/00000/network-snapshot-001000.safetensors --data imagenet16.zip \\
           --metrics fid50k_full,kid50k_full,is50k --gpus 8
+      python calc_metrics.py --network imagenet128.pkl --data imagenet128.zip --metrics fid50k_full  # released
       python calc_metrics.py --network snap.safetensors --data cifar10.zip --metrics pr50k3_full,dc50k \\
           --weights ~/weights   # folder with the Inception and VGG16 files
       python calc_metrics.py --network snap.safetensors --data digits16.zip --metrics fid10k_full --num-gen 2000 \\

@@ -1,4 +1,5 @@
-"""Generate images from a network snapshot: one PNG per (seed, class), optionally a grid (rows = classes)."""
+"""Generate images from a network snapshot or a released StyleGAN-XL/StyleSAN-XL .pkl: one PNG per (seed, class),
+optionally a grid (rows = classes)."""
 
 from __future__ import annotations
 
@@ -51,8 +52,9 @@ def _classes(G, class_idx, classes: str) -> list:
 
 
 @click.command(context_settings={'max_content_width': 120})
-@click.option('--network', 'network_path', metavar='SNAPSHOT', required=True,
-              help='network-snapshot-*.safetensors, best_model.safetensors or a training state')
+@click.option('--network', 'network_path', metavar='FILE', required=True,
+              help='network-snapshot-*.safetensors, best_model.safetensors, a training state or a released '
+              'StyleGAN-XL/StyleSAN-XL .pkl (read without running code from it)')
 @click.option('--seeds', callback=parse_range, default='0-7', show_default=True, help='Seeds, e.g. 0-7,10')
 @click.option('--class', 'class_idx', type=click.IntRange(min=0), help='Class id (conditional networks)')
 @click.option('--classes', metavar='all|LIST', default='', help='Several classes, one grid row each: all or 0-9')
@@ -74,6 +76,7 @@ def main(network_path: str, seeds: list[int], class_idx, classes: str, truncatio
           --trunc 0.7 --outdir out
       python gen_images.py --network runs/00000-.../best_model.safetensors --seeds 0-9 --classes all --grid \\
           --outdir out
+      python gen_images.py --network imagenet128.pkl --seeds 0-3 --class 207 --trunc 0.7 --outdir out-pkl
       python gen_images.py --network runs/00000-.../network-snapshot-000100.safetensors --seeds 0-7 --class 3 \\
           --dot-steps 10 --dot-lr 0.01 --outdir out-dot   # D from training-state-000100.safetensors
     """

@@ -3,13 +3,17 @@
 - ``network-snapshot-{kimg:06d}.safetensors``: the ``G_ema`` state dict (plain keys, loadable by anyone), with
   ``.json`` beside it holding the generator's architecture, the run config and the progress.
 - ``training-state-{kimg:06d}.safetensors``: G, D, G_ema (keys ``G/...``, ``D/...``, ``G_ema/...``), both
-  optimizers, RNG states and extra loop state; its ``.json`` holds everything that is not a tensor.
+  optimizers, RNG states and extra loop state; its ``.json`` holds everything that is not a tensor, including the
+  critic's settings (``critic``: :class:`san_ext.critic_score.ScoreSettings`) so DOT rebuilds D's score without
+  training code.
 
 Files are written atomically (temp file, fsync, ``os.replace``, directory fsync); the tensors go first and the
 sidecar last, so a file without its sidecar is an interrupted write and :func:`find_latest` skips it. The sidecar
 records the tensor file's size, SHA-256 and a write id also stored in the safetensors header, checked on load.
-Loading never executes code from a file (no pickle): the generator is rebuilt from its recorded config. Used by
-training, ``gen_images.py`` and metrics; imports only the networks (and the metrics' file hash).
+Loading never executes code from a file (no pickle): the generator is rebuilt from its recorded config.
+:func:`load_generator` is the one front door for networks: a snapshot, a training state, or a released StyleGAN-XL /
+StyleSAN-XL ``.pkl`` read safely by :mod:`san_ext.legacy`. Used by training (``--path_stem``), ``gen_images.py``,
+``calc_metrics.py`` and DOT; imports only the networks, legacy, the critic score and the metrics' file hash.
 """
 
 from __future__ import annotations
@@ -30,20 +34,15 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from san_ext import legacy
+from san_ext.critic_score import ScoreSettings
 from san_ext.metrics.weights import file_sha256
-from san_ext.networks import (
-    DiscriminatorConfig,
-    Generator,
-    GeneratorConfig,
-    ProjectedDiscriminator,
-    SuperresConfig,
-    SuperresGenerator,
-)
+from san_ext.networks import DiscriminatorConfig, ProjectedDiscriminator, build_generator, generator_spec
 
 __all__ = ['SNAPSHOT_PREFIX', 'STATE_PREFIX', 'CheckpointError', 'TrainingState', 'build_generator',
-           'checkpoint_name', 'find_latest', 'generator_spec', 'load_discriminator', 'load_generator',
-           'load_training_state', 'prune_checkpoints', 'read_sidecar', 'restore_rng_state', 'rng_state',
-           'save_snapshot', 'save_training_state']
+           'checkpoint_name', 'critic_settings', 'find_latest', 'generator_spec', 'is_network_pickle',
+           'load_discriminator', 'load_generator', 'load_training_state', 'prune_checkpoints', 'read_generator_spec',
+           'read_sidecar', 'restore_rng_state', 'rng_state', 'save_snapshot', 'save_training_state']
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +59,11 @@ class CheckpointError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Names, generator architecture.
+# Names (generator_spec and build_generator live in san_ext.networks and are re-exported here).
 
 def checkpoint_name(prefix: str, cur_nimg: int) -> str:
     """``{prefix}{kimg:06d}`` with kimg = cur_nimg // 1000 (runs shorter than a kimg overwrite one name)."""
     return f'{prefix}{int(cur_nimg) // 1000:06d}'
-
-
-def generator_spec(G: nn.Module) -> dict:
-    """What :func:`build_generator` needs: the stem's GeneratorConfig and the superres stages on top."""
-    return {'cfg': dataclasses.asdict(G.cfg), 'stages': [dataclasses.asdict(s) for s in getattr(G, 'stages', ())]}
-
-
-def build_generator(spec: Mapping) -> nn.Module:
-    """A randomly initialised generator of the architecture in ``spec`` (see :func:`generator_spec`)."""
-    cfg = GeneratorConfig(**spec['cfg'])
-    stages = [SuperresConfig(**s) for s in spec.get('stages', [])]
-    return SuperresGenerator.from_configs(cfg, stages) if stages else Generator(cfg)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -272,8 +259,64 @@ def save_snapshot(run_dir: PathLike, G_ema: nn.Module, cfg: Optional[Mapping], c
     return _save(Path(run_dir) / f'{stem}.safetensors', G_ema.state_dict(), sidecar)
 
 
+def is_network_pickle(path: PathLike) -> bool:
+    """Whether ``path`` names a released network pickle (``.pkl``, or a file starting with a pickle opcode) rather
+    than one of our safetensors checkpoints."""
+    path = Path(path)
+    if path.suffix.lower() == '.pkl':
+        return True
+    try:
+        with open(path, 'rb') as f:
+            return f.read(1) == b'\x80'  # PROTO opcode: pickle protocol 2+; a safetensors file starts with a length
+    except OSError:
+        return False
+
+
+def _network_file(path: PathLike) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f'{path} does not exist; give a network-snapshot-*.safetensors, a training state or a '
+                              'released StyleGAN-XL / StyleSAN-XL .pkl')
+    if path.is_dir():
+        raise CheckpointError(f'{path} is a directory; give a network-snapshot-*.safetensors file in it, a training '
+                              'state or a released .pkl')
+    return path
+
+
+def _not_a_network(path: Path) -> CheckpointError:
+    return CheckpointError(f'{path} holds no network: give a san-ext checkpoint (.safetensors with its .json sidecar: '
+                           'a network snapshot or a training state) or a released StyleGAN-XL / StyleSAN-XL .pkl')
+
+
+def _legacy(path: Path, read: Callable[[Path], Any]) -> Any:
+    """``read(path)`` through san_ext.legacy, its errors (refused, not a pickle, unmappable) as CheckpointError."""
+    try:
+        return read(path)
+    except ValueError as e:  # LegacyPickleError, RefusedError, ConversionError
+        raise CheckpointError(f'{path} is not a usable StyleGAN-XL / StyleSAN-XL network pickle: {e}') from e
+
+
+def read_generator_spec(path: PathLike) -> dict:
+    """The generator architecture ``{'cfg', 'stages'}`` of a snapshot, training state or released ``.pkl``, without
+    loading its weights (e.g. to check ``--path_stem`` against the data)."""
+    path = _network_file(path)
+    if is_network_pickle(path):
+        return _legacy(path, legacy.read_generator_spec)
+    if path.suffix not in ('.safetensors', '.json'):
+        raise _not_a_network(path)
+    return read_sidecar(path)['generator']
+
+
 def load_generator(path: PathLike, device: Union[str, torch.device] = 'cpu') -> nn.Module:
-    """Rebuild the generator of a snapshot (or the ``G_ema`` of a training state) in eval mode, frozen."""
+    """The one front door for generators, in eval mode and frozen: a snapshot, the ``G_ema`` of a training state,
+    or the ``G_ema`` of a released StyleGAN-XL / StyleSAN-XL ``.pkl`` (:mod:`san_ext.legacy`, which runs no code
+    from the pickle). Raises :class:`CheckpointError` naming the file when it is missing or holds no network."""
+    path = _network_file(path)
+    if is_network_pickle(path):
+        G = _legacy(path, lambda p: legacy.load(p, components=('G_ema',)).G_ema)
+        return G.eval().requires_grad_(False).to(device)
+    if path.suffix not in ('.safetensors', '.json'):
+        raise _not_a_network(path)
     tensors, record = _load_tensors(path)
     if record['format'] == STATE_FORMAT:
         tensors = {k[len('G_ema/'):]: v for k, v in tensors.items() if k.startswith('G_ema/')}
@@ -304,8 +347,10 @@ class TrainingState:
 
 def save_training_state(run_dir: PathLike, *, G: nn.Module, D: nn.Module, G_ema: nn.Module,
                         opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer, cfg: Optional[Mapping],
-                        progress: Mapping[str, Any], extra: Optional[Mapping] = None) -> Path:
-    """Write ``training-state-{kimg:06d}.safetensors`` + sidecar; ``progress`` must hold ``cur_nimg``."""
+                        progress: Mapping[str, Any], extra: Optional[Mapping] = None,
+                        critic: Optional[ScoreSettings] = None) -> Path:
+    """Write ``training-state-{kimg:06d}.safetensors`` + sidecar; ``progress`` must hold ``cur_nimg``; ``critic``:
+    how the loss read D's score (blur schedule, reduction), for DOT (:func:`critic_settings`)."""
     tensors: dict[str, torch.Tensor] = {}
     for prefix, module in (('G', G), ('D', D), ('G_ema', G_ema)):
         tensors.update({f'{prefix}/{k}': v for k, v in module.state_dict().items()})
@@ -313,7 +358,8 @@ def save_training_state(run_dir: PathLike, *, G: nn.Module, D: nn.Module, G_ema:
             'extra': dict(extra or {})}
     encoded = {k: _encode(v, k, tensors) for k, v in tree.items()}
     sidecar = {'format': STATE_FORMAT, 'version': VERSION, 'generator': generator_spec(G),
-               'progress': dict(progress), 'config': cfg, 'tree': encoded}
+               'progress': dict(progress), 'config': cfg, 'tree': encoded,
+               'critic': None if critic is None else critic.to_dict()}
     path = Path(run_dir) / f'{checkpoint_name(STATE_PREFIX, progress["cur_nimg"])}.safetensors'
     return _save(path, tensors, sidecar)
 
@@ -356,6 +402,30 @@ def load_discriminator(path: PathLike, device: Union[str, torch.device] = 'cpu')
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f'{path}: the D weights do not fit the recorded discriminator config ({e})') from e
     return D.eval().requires_grad_(False).to(device)
+
+
+def critic_settings(path: PathLike) -> ScoreSettings:
+    """How the run's loss read D's score (input blur schedule, per-backbone reduction), from a training state.
+
+    Sidecars written before the ``critic`` field existed fall back to the run config's loss section (``config.loss``:
+    ``blur_init_sigma``, ``blur_fade_kimg``, ``reduction``; a missing key takes StyleGAN-XL's default, as parsing
+    the whole training config did).
+    """
+    record = read_sidecar(path)
+    if record['format'] != STATE_FORMAT:
+        raise CheckpointError(f'{path} is a network snapshot; the critic\'s settings are in the run\'s '
+                              f'{STATE_PREFIX}*.safetensors files')
+    try:
+        if isinstance(record.get('critic'), Mapping):
+            return ScoreSettings.from_dict(record['critic'])
+        loss = (record.get('config') or {}).get('loss')
+        if not isinstance(loss, Mapping):
+            raise CheckpointError(f'{path}: the sidecar has neither critic settings nor a run config with a loss '
+                                  'section; cannot rebuild the critic\'s score')
+        names = [f.name for f in dataclasses.fields(ScoreSettings)]
+        return ScoreSettings.from_dict({k: loss[k] for k in names if k in loss})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f'{path}: bad critic settings in the sidecar ({e})') from e
 
 
 def _complete(prefix: str, run_dir: Path) -> list[tuple[int, float, Path]]:

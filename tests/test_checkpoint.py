@@ -225,4 +225,4 @@ def test_gen_images_writes_one_png_per_seed_and_class_and_a_grid(tmp_path):
     res = runner.invoke(gen_images.main, ['--network', str(snap), '--seeds', '0', '--outdir', str(out)])
     assert res.exit_code != 0 and '--class' in res.output
     res = runner.invoke(gen_images.main, ['--network', str(tmp_path / 'nope.safetensors'), '--outdir', str(out)])
-    assert res.exit_code != 0 and 'nope.json is missing' in res.output
+    assert res.exit_code != 0 and 'nope.safetensors does not exist' in res.output

@@ -7,6 +7,7 @@ needs a G and a D with the run's architecture, not trained ones.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -20,12 +21,21 @@ from click.testing import CliRunner
 from scripts import load_script  # tests/scripts.py
 from torch import nn
 
-from san_ext.checkpoint import CheckpointError, load_discriminator, save_snapshot, save_training_state
+from san_ext.checkpoint import (
+    CheckpointError,
+    critic_settings,
+    load_discriminator,
+    read_sidecar,
+    save_snapshot,
+    save_training_state,
+)
+from san_ext.critic_score import ScoreSettings
 from san_ext.data import make_digits_dataset
 from san_ext.dot import ProjectedCritic
 from san_ext.dot.loading import check_critic_fits, find_critic_state, load_critic
 from san_ext.metrics import CallableExtractor, register_extractor
 from san_ext.training.build import build_networks, build_optimizers
+from san_ext.training.loss import ProjectedGANLoss
 from san_ext.training.options import TrainOptions, build_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +62,8 @@ def run(tmp_path_factory) -> dict:
     snapshot = save_snapshot(run_dir, G_ema, cfg_dict, 2000)
     state = save_training_state(run_dir, G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, cfg=cfg_dict,
                                 progress={'cur_nimg': 2000})
-    return dict(data=data, snapshot=snapshot, state=state, D=D.eval(), tmp=tmp)
+    return dict(data=data, snapshot=snapshot, state=state, D=D.eval(), tmp=tmp, cfg=cfg, cfg_dict=cfg_dict,
+                nets=dict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D))
 
 
 def images(outdir: Path) -> dict[str, np.ndarray]:
@@ -72,11 +83,59 @@ def test_rebuilt_discriminator_equals_saved_one_without_downloads(run, monkeypat
     img, c = torch.rand(2, 3, 16, 16) * 2 - 1, torch.eye(10)[:2]
     with torch.no_grad():
         assert torch.equal(D(img, c), run['D'](img, c))
-    critic = load_critic(run['state'])
+    critic = load_critic(run['state'])  # a sidecar without critic settings: they come from config.loss
+    assert read_sidecar(run['state'])['critic'] is None
     assert isinstance(critic, ProjectedCritic) and critic.reduction == 'sum'
     assert critic.blur_sigma == pytest.approx(2.0 * (1 - 2000 / 300e3))  # the loss's input blur at 2 kimg
     with pytest.raises(CheckpointError, match='holds only G_ema'):
         load_discriminator(run['snapshot'])
+
+
+def _state(run, run_dir: Path, cur_nimg: int, critic=None, cfg_dict=None) -> Path:
+    return save_training_state(run_dir, **run['nets'], cfg=cfg_dict or run['cfg_dict'], progress={'cur_nimg': cur_nimg},
+                               critic=critic)
+
+
+def test_critic_settings_travel_in_the_state_sidecar(run, tmp_path):
+    """DOT reads the blur schedule and reduction from the sidecar's ``critic``, not from the training config."""
+    odd = ScoreSettings(blur_init_sigma=1.5, blur_fade_kimg=10.0, reduction='mean')
+    state = _state(run, tmp_path, 4000, critic=odd)  # config.loss says 2.0 / 300 / sum
+    assert read_sidecar(state)['critic'] == odd.to_dict() and critic_settings(state) == odd
+    critic = load_critic(state)
+    assert critic.reduction == 'mean' and critic.blur_sigma == pytest.approx(1.5 * (1 - 4 / 10))
+
+
+def test_older_sidecars_without_critic_settings_fall_back_to_the_loss_config(run, tmp_path):
+    loss = {k: v for k, v in run['cfg_dict']['loss'].items() if k != 'blur_fade_kimg'}
+    state = _state(run, tmp_path, 2000, cfg_dict={**run['cfg_dict'], 'loss': {**loss, 'blur_init_sigma': 1.0,
+                                                                             'reduction': 'mean'}})
+    side = state.with_suffix('.json')
+    record = json.loads(side.read_text())
+    del record['critic']  # as written before the field existed
+    side.write_text(json.dumps(record))
+    assert critic_settings(state) == ScoreSettings(1.0, 300.0, 'mean')  # a missing key: StyleGAN-XL's default
+    del record['config']
+    side.write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match='neither critic settings nor a run config'):
+        critic_settings(state)
+
+
+@pytest.mark.parametrize('reduction', ['sum', 'mean'])
+def test_dot_critic_score_is_the_training_loss_score(run, tmp_path, reduction):
+    """The critic of a state written at 100 kimg (input blur sigma 4/3) reads D as the training loss did then: the
+    hinge G loss on the same images is minus the sum (or mean) of the critic's scores, for the same D."""
+    cur_nimg = 100_000
+    loss_cfg = dataclasses.replace(run['cfg'].loss, reduction=reduction)
+    critic = load_critic(_state(run, tmp_path, cur_nimg, critic=ScoreSettings.from_config(loss_cfg)))
+    img = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    c = torch.eye(10)[[1, 4, 7]]
+    fixed = lambda z, c, update_emas=False: img  # noqa: E731  (G's images, fixed)
+    loss = ProjectedGANLoss(dataclasses.replace(loss_cfg, name='hinge'), fixed, run['D'])
+    with torch.no_grad():
+        scores = critic(img, c)
+        g = loss.g_main(torch.zeros(3, 1), c, cur_nimg).loss
+    assert critic.blur_sigma > 1 and scores.shape == (3,)
+    torch.testing.assert_close(g, -(scores.sum() if reduction == 'sum' else scores.mean()), rtol=1e-5, atol=1e-5)
 
 
 def test_critic_state_is_found_beside_the_snapshot(run, tmp_path):

@@ -271,20 +271,23 @@ class TwoHeads(nn.Module):
         return {'a': img.flatten(1)[:, :6], 'b': 2 * img.flatten(1)[:, :4]}
 
 
-def test_projected_critic_reduces_like_the_loss_and_blurs_like_training():
-    from san_ext.training.loss import blur
+def test_projected_critic_is_the_shared_critic_score():
+    """The adapter adds nothing to san_ext.critic_score (whose equality with the training loss is checked in
+    tests/test_critic_score.py and tests/test_cli_dot.py); a plain D counts as one backbone."""
+    from san_ext import critic_score
 
     img = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    for reduction in ('sum', 'mean'):
-        critic = ProjectedCritic(TwoHeads(), reduction=reduction)
-        per = torch.stack([img.flatten(1)[:, :6].mean(1), 2 * img.flatten(1)[:, :4].mean(1)], 1)
-        want = per.sum(1) if reduction == 'sum' else per.mean(1)
-        assert torch.allclose(critic_scores(critic, img), want)
-    blurred = ProjectedCritic(TwoHeads(), blur_sigma=1.3)
-    assert torch.allclose(blurred.blur(img), blur(img, 1.3), atol=1e-5)
+    for reduction, sigma in (('sum', 0.0), ('mean', 0.0), ('sum', 1.3)):
+        critic = ProjectedCritic(TwoHeads(), reduction=reduction, blur_sigma=sigma)
+        want = critic_score.score(TwoHeads(), img, sigma=sigma, reduction=reduction)
+        assert torch.equal(critic_scores(critic, img), want)
+    assert not torch.allclose(critic_scores(ProjectedCritic(TwoHeads(), blur_sigma=1.3), img),
+                              critic_scores(ProjectedCritic(TwoHeads()), img))
     assert torch.equal(ProjectedCritic(TwoHeads(), blur_sigma=0.1).blur(img), img)  # one tap: identity, as training
+    plain = ProjectedCritic(lambda x: x.flatten(1)[:, :5], reduction='mean')
+    assert torch.allclose(plain(img), img.flatten(1)[:, :5].mean(1))
     with pytest.raises(ValueError, match='unconditional'):
-        critic_scores(blurred, img, torch.zeros(3, dtype=torch.long))
+        critic_scores(ProjectedCritic(TwoHeads()), img, torch.zeros(3, dtype=torch.long))
 
 
 # -- bad input ---------------------------------------------------------------------------------------------------------

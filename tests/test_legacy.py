@@ -344,3 +344,72 @@ def test_train_options_take_a_released_pickle_as_path_stem(tmp_path, pickles, ne
     bogus.write_bytes(b'not a pickle')
     with pytest.raises(OptionError, match='--path_stem'):
         build_config(TrainOptions(data=str(data64), path_stem=str(bogus), up_factor=2, **opts))
+
+
+# -- the front door: san_ext.checkpoint.load_generator takes a released pickle (gen_images.py, calc_metrics.py) -----
+def _pngs(outdir) -> dict:
+    import PIL.Image
+    return {p.name: np.asarray(PIL.Image.open(p)) for p in sorted(outdir.glob('*.png'))}
+
+
+def test_gen_images_takes_a_released_pickle_as_its_converted_snapshot(tmp_path, pickles):
+    from scripts import load_script  # tests/scripts.py
+
+    from san_ext.legacy.__main__ import main as convert
+    assert CliRunner().invoke(convert, [str(pickles['sgxl']), '--out', str(tmp_path / 'stems')]).exit_code == 0
+    cli = load_script('gen_images').main
+    outs = {}
+    for name, network in (('pkl', pickles['sgxl']), ('snap', tmp_path / 'stems' / 'sgxl32.safetensors')):
+        res = CliRunner().invoke(cli, ['--network', str(network), '--seeds', '0-1', '--classes', '2-3', '--grid',
+                                       '--outdir', str(tmp_path / name), '--device', 'cpu'], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        outs[name] = _pngs(tmp_path / name)
+    assert sorted(outs['pkl']) == ['grid.png', 'seed0000-class0002.png', 'seed0000-class0003.png',
+                                   'seed0001-class0002.png', 'seed0001-class0003.png']
+    assert outs['pkl']['seed0000-class0002.png'].shape == (32, 32, 3)
+    assert all(np.array_equal(outs['pkl'][k], outs['snap'][k]) for k in outs['pkl'])  # same network, same images
+
+
+def test_calc_metrics_takes_a_released_pickle(tmp_path, pickles):
+    from scripts import load_script  # tests/scripts.py
+
+    from san_ext.data import make_digits_dataset
+    from san_ext.metrics import CallableExtractor, register_extractor
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+    register_extractor('test-legacy-conv', lambda **kw: CallableExtractor(net, 'test-legacy-conv', 32).eval(),
+                       overwrite=True)
+    data = make_digits_dataset(tmp_path / 'digits32.zip', resolution=32)
+    res = CliRunner().invoke(load_script('calc_metrics').main, [
+        '--network', str(pickles['sgxl']), '--data', str(data), '--metrics', 'fid50k_full', '--num-gen', '8',
+        '--max-ref', '8', '--extractor', 'test-legacy-conv', '--device', 'cpu', '--batch', '4', '--workers', '0',
+        '--run-dir', str(tmp_path), '--no-progress', '--no-cache'], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    import json
+    record = json.loads((tmp_path / 'metric-fid50k_full.jsonl').read_text())
+    assert record['network'] == str(pickles['sgxl']) and np.isfinite(record['results']['fid50k_full'])
+
+
+def test_front_door_errors_name_the_file(tmp_path):
+    from scripts import load_script  # tests/scripts.py
+
+    from san_ext.checkpoint import CheckpointError
+    notes = tmp_path / 'notes.txt'
+    notes.write_text('hello')
+    bogus = tmp_path / 'bogus.pkl'
+    bogus.write_bytes(b'not a pickle')
+    listed = dump(tmp_path / 'list.bin', [1, 2, 3])  # a pickle without the .pkl suffix: found by its first byte
+    cases = {tmp_path / 'nothere.pkl': 'does not exist', tmp_path / 'nothere.safetensors': 'does not exist',
+             tmp_path: 'is a directory', notes: 'holds no network', bogus: 'not a usable StyleGAN-XL',
+             listed: 'holds a list'}
+    gen, metrics = load_script('gen_images').main, load_script('calc_metrics').main
+    for path, words in cases.items():
+        with pytest.raises(CheckpointError, match=re.escape(str(path))) as info:
+            load_generator(path)
+        assert words in str(info.value), (path, info.value)
+        res = CliRunner().invoke(gen, ['--network', str(path), '--outdir', str(tmp_path / 'out'), '--device', 'cpu'])
+        assert res.exit_code == 1 and '--network' in res.output and path.name in res.output, res.output
+    for path in (notes, bogus, listed):
+        res = CliRunner().invoke(metrics, ['--network', str(path), '--metrics', 'is50k', '--device', 'cpu'])
+        assert res.exit_code == 1 and str(path) in res.output and 'cannot load --network' in res.output, res.output

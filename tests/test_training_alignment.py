@@ -16,13 +16,14 @@ import torch
 from test_training import TINY_OPTS, assert_same_state, tiny_config  # tests/test_training.py
 
 from san_ext import losses
-from san_ext.checkpoint import find_latest, load_training_state
+from san_ext.checkpoint import critic_settings, find_latest, load_training_state, read_sidecar
+from san_ext.critic_score import ScoreSettings, blur
 from san_ext.data import make_digits_dataset
 from san_ext.diagnostics import san_alignment
 from san_ext.networks import DiscriminatorConfig, Generator, GeneratorConfig, ProjectedDiscriminator
 from san_ext.training import alignment, loop
 from san_ext.training.config import LossConfig
-from san_ext.training.loss import ProjectedGANLoss, blur, frozen_spectral_norm
+from san_ext.training.loss import ProjectedGANLoss, frozen_spectral_norm
 from san_ext.training.options import TrainOptions, build_config
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -56,6 +57,15 @@ def test_san_run_logs_one_alignment_per_head_and_their_mean_every_tick(san_run):
         assert all(-1 - 1e-6 <= v <= 1 + 1e-6 for v in values), values
         assert rec['SAN/alignment/mean'] == pytest.approx(sum(values) / len(values))
         assert 0 < rec['Timing/alignment_sec'] < rec['Timing/sec_per_tick'] * 10
+
+
+def test_training_state_records_the_critic_settings_for_dot(san_run):
+    """The loop writes how its loss read D (blur schedule, reduction) into the state's sidecar (san_ext.dot reads
+    it there, without training code)."""
+    state = find_latest(san_run)
+    cfg = read_sidecar(state)['config']['loss']
+    want = ScoreSettings(cfg['blur_init_sigma'], cfg['blur_fade_kimg'], cfg['reduction'])
+    assert read_sidecar(state)['critic'] == want.to_dict() and critic_settings(state) == want
 
 
 def test_alignment_reaches_tensorboard(san_run):

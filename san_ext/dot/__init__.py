@@ -5,8 +5,9 @@ moved towards the data: :func:`latent_space_dot` (the main method, on z before G
 samples directly; useful in 2-D), the naive baselines that ascend D alone, :func:`estimate_k_eff`, and
 :class:`DOTGenerator` (G with latent DOT built in, for metrics and image generation). Works with any callables
 ``G(z[, c])`` and ``D(x[, c])`` returning one score per sample; :class:`ProjectedCritic` adapts our projected
-discriminator. Imports only torch and the standard library (``san_ext.dot.loading``, which reads training states,
-is not imported here).
+discriminator with D's score as the training loss reads it (:mod:`san_ext.critic_score`). Imports only torch, the
+standard library and that torch-only module (``san_ext.dot.loading``, which reads training states, is not imported
+here).
 """
 
 from .critic import Critic, ProjectedCritic, critic_scores

@@ -1,7 +1,7 @@
 """Critics for DOT: one score per sample from any ``D(x)`` / ``D(x, c)``, class-label handling, and the adapter that
 turns our projected discriminator (logits per head) into such a critic.
 
-Imports only torch and the standard library (the drop-in rule in DESIGN.md).
+Imports only torch, the standard library and :mod:`san_ext.critic_score` (torch only; the drop-in rule in DESIGN.md).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from san_ext import critic_score
 
 __all__ = ['Critic', 'ProjectedCritic', 'class_ids', 'critic_scores', 'num_classes_of', 'one_hot_labels']
 
@@ -119,54 +121,35 @@ def critic_scores(D: Critic, x: torch.Tensor, c: Optional[torch.Tensor] = None) 
     return out
 
 
-def _gaussian_kernel(sigma: float) -> Optional[torch.Tensor]:
-    """The normalised 1-D Gaussian of the training loss's input blur (``2 * round(3 sigma) + 1`` taps)."""
-    radius = math.floor(3 * sigma + 0.5) if sigma > 0 else 0
-    if radius < 1:
-        return None
-    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return k / k.sum()
-
-
 class ProjectedCritic(nn.Module):
     """One score per image from a projected discriminator that returns logits per head (``[N, L]``).
 
-    The score is what the training loss treats as D's output (``san_ext.training.loss``): each backbone's logits
-    averaged per image, then summed over backbones (``reduction='sum'``, StyleGAN-XL) or averaged (``'mean'``);
-    the hinge G loss is minus this score. ``blur_sigma`` reproduces the Gaussian blur the training loss puts on D's
-    inputs during the first kimg (it fades to 0 after ``blur_fade_kimg``), so D sees images as it was trained on.
-    A D without ``forward_per_backbone`` is treated as one backbone: its output is averaged over all but dim 0.
+    The score is D's output as the training loss sees it (:func:`san_ext.critic_score.score`): inputs blurred with
+    ``blur_sigma`` (the loss's input blur at the point of training, 0 once it has faded), each backbone's logits
+    averaged per image, then summed over backbones (``reduction='sum'``, StyleGAN-XL) or averaged (``'mean'``); the
+    hinge G loss is minus this score. A D without ``forward_per_backbone`` is treated as one backbone: its output is
+    averaged over all but dim 0. :func:`san_ext.dot.loading.load_critic` builds one from a training state.
     """
 
     def __init__(self, D: nn.Module, reduction: str = 'sum', blur_sigma: float = 0.0) -> None:
         super().__init__()
-        if reduction not in ('sum', 'mean'):
+        if reduction not in critic_score.REDUCTIONS:
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
         if not (math.isfinite(blur_sigma) and blur_sigma >= 0):
             raise ValueError(f'blur_sigma must be a finite number >= 0, got {blur_sigma}')
         self.D, self.reduction, self.blur_sigma = D, reduction, float(blur_sigma)
         c_dim = _declared_c_dim(D)
         self.c_dim = 0 if c_dim is None else c_dim
-        kernel = _gaussian_kernel(self.blur_sigma)
-        self.register_buffer('kernel', kernel.float() if kernel is not None else None, persistent=False)
+
+    @classmethod
+    def at(cls, D: nn.Module, settings: critic_score.ScoreSettings, cur_nimg: int) -> ProjectedCritic:
+        """D's score as the loss with ``settings`` saw it after ``cur_nimg`` training images."""
+        return cls(D, reduction=settings.reduction, blur_sigma=critic_score.blur_sigma(settings, cur_nimg))
 
     def blur(self, img: torch.Tensor) -> torch.Tensor:
-        """Separable Gaussian blur with zero borders (the training loss's ``blur``); identity when sigma ~ 0."""
-        if self.kernel is None:
-            return img
-        ch, r = img.shape[1], self.kernel.numel() // 2
-        k = self.kernel.to(img.dtype)
-        img = F.conv2d(img, k.view(1, 1, 1, -1).expand(ch, 1, 1, -1), padding=(0, r), groups=ch)
-        return F.conv2d(img, k.view(1, 1, -1, 1).expand(ch, 1, -1, 1), padding=(r, 0), groups=ch)
+        """The training loss's input blur at ``blur_sigma`` (:func:`san_ext.critic_score.blur`)."""
+        return critic_score.blur(img, self.blur_sigma)
 
     def forward(self, img: torch.Tensor, c: Optional[torch.Tensor] = None) -> torch.Tensor:
         """img [N, C, H, W] in [-1, 1], c as D takes it -> scores [N]."""
-        img = self.blur(img)
-        if hasattr(self.D, 'forward_per_backbone'):
-            outs = list(self.D.forward_per_backbone(img, c).values())  # [N, L_b] per backbone
-        else:
-            outs = [self.D(img) if c is None else self.D(img, c)]
-        per = torch.stack([o.reshape(o.shape[0], -1).mean(dim=1) for o in outs], dim=1)  # [N, backbones]
-        return per.sum(dim=1) if self.reduction == 'sum' else per.mean(dim=1)
-
+        return critic_score.score(self.D, img, c, sigma=self.blur_sigma, reduction=self.reduction)

@@ -1,7 +1,8 @@
 """The critic of a san-ext run for DOT: find the training state that holds D, rebuild D, wrap it as a critic.
 
 Used by ``gen_images.py`` and ``calc_metrics.py`` (``--dot-critic``). Unlike the rest of ``san_ext.dot`` this reads
-our checkpoints and config, so ``san_ext.dot`` does not import it.
+our checkpoints (``san_ext.checkpoint``), so ``san_ext.dot`` does not import it. It needs no training code: D's
+architecture and the critic's settings (input blur, reduction) travel in the training state's sidecar.
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ import torch
 from san_ext.checkpoint import (
     STATE_FORMAT,
     STATE_PREFIX,
-    CheckpointError,
     checkpoint_name,
+    critic_settings,
     find_latest,
+    is_network_pickle,
     load_discriminator,
     read_sidecar,
 )
-from san_ext.training.config import from_json
 
 from .critic import ProjectedCritic
 
-__all__ = ['blur_sigma_at', 'check_critic_fits', 'find_critic_state', 'load_critic']
+__all__ = ['check_critic_fits', 'find_critic_state', 'load_critic']
 
 PathLike = Union[str, Path]
 
@@ -47,6 +48,9 @@ def find_critic_state(network: PathLike, critic: Optional[PathLike] = None) -> P
             raise FileNotFoundError(f'{path} does not exist; give a {STATE_PREFIX}*.safetensors file or its run dir')
         return path
     network = Path(network)
+    if is_network_pickle(network):
+        raise FileNotFoundError(f'{network} is a released pickle: DOT takes its critic from a san-ext training state; '
+                                'pass one with --dot-critic (a training-state-*.safetensors file or its run dir)')
     record = read_sidecar(network)
     if record['format'] == STATE_FORMAT:
         return network
@@ -63,23 +67,14 @@ def find_critic_state(network: PathLike, critic: Optional[PathLike] = None) -> P
     return latest
 
 
-def blur_sigma_at(loss_cfg, cur_nimg: int) -> float:
-    """The blur sigma D's inputs had at ``cur_nimg`` in training (``ProjectedGANLoss.blur_sigma``)."""
-    if loss_cfg.blur_fade_kimg <= 0:
-        return 0.0
-    return loss_cfg.blur_init_sigma * max(0.0, 1.0 - cur_nimg / (loss_cfg.blur_fade_kimg * 1e3))
-
-
 def load_critic(state: PathLike, device: Union[str, torch.device] = 'cpu') -> ProjectedCritic:
-    """D of a training state as a :class:`ProjectedCritic` (eval mode, frozen): per-image score reduced over
-    backbones as the run's loss did (``loss.reduction``), inputs blurred as D saw them at that point of training."""
-    record = read_sidecar(state)
-    if record.get('config') is None:
-        raise CheckpointError(f'{state}: the sidecar has no run config; cannot rebuild the discriminator')
-    cfg = from_json(record['config'])
+    """D of a training state as a :class:`ProjectedCritic` (eval mode, frozen): D's score as the run's loss read it
+    at that point of training (:func:`san_ext.checkpoint.critic_settings`: input blur at the state's ``cur_nimg``,
+    per-backbone reduction)."""
     D = load_discriminator(state, device)
-    sigma = blur_sigma_at(cfg.loss, int((record.get('progress') or {}).get('cur_nimg', 0)))
-    return ProjectedCritic(D, reduction=cfg.loss.reduction, blur_sigma=sigma).to(device)
+    settings = critic_settings(state)
+    cur_nimg = int((read_sidecar(state).get('progress') or {}).get('cur_nimg', 0))
+    return ProjectedCritic.at(D, settings, cur_nimg).to(device)
 
 
 def check_critic_fits(G, critic: ProjectedCritic) -> None:

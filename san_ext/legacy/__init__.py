@@ -19,9 +19,14 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from san_ext.checkpoint import generator_spec
 from san_ext.metrics.weights import file_sha256
-from san_ext.networks import DiscriminatorConfig, GeneratorConfig, ProjectedDiscriminator, SuperresConfig
+from san_ext.networks import (
+    DiscriminatorConfig,
+    GeneratorConfig,
+    ProjectedDiscriminator,
+    SuperresConfig,
+    generator_spec,
+)
 
 from .convert import ConversionError, ConversionReport
 from .discriminator import convert_discriminator, heads_kind
@@ -46,7 +51,7 @@ class LegacyConfig:
 
     @property
     def generator_spec(self) -> dict:
-        """The ``{'cfg', 'stages'}`` dict that :func:`san_ext.checkpoint.build_generator` takes."""
+        """The ``{'cfg', 'stages'}`` dict that :func:`san_ext.networks.build_generator` takes."""
         return {'cfg': self.generator.to_dict(), 'stages': [dataclasses.asdict(s) for s in self.stages]}
 
 

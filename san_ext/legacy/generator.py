@@ -22,8 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from san_ext.checkpoint import build_generator
-from san_ext.networks import GeneratorConfig, SuperresConfig
+from san_ext.networks import GeneratorConfig, SuperresConfig, build_generator
 from san_ext.networks.generator import CFGS
 from san_ext.networks.superres import UP_FACTORS
 
@@ -130,7 +129,7 @@ def _chain_mismatch(spec: dict, names: list[str], layers: list[ModuleView]) -> O
 
 
 def infer_generator_spec(view: ModuleView) -> dict:
-    """``{'cfg': ..., 'stages': [...]}`` (see :func:`san_ext.checkpoint.generator_spec`) of a recorded generator."""
+    """``{'cfg': ..., 'stages': [...]}`` (see :func:`san_ext.networks.generator_spec`) of a recorded generator."""
     _check_generator_record(view)
     mapping, synthesis = view.child('mapping'), view.child('synthesis')
     cfg = _stem_config(mapping, synthesis)

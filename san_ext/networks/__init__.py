@@ -3,7 +3,7 @@
 from .discriminator import DiscriminatorConfig, ProjectedDiscriminator
 from .generator import Generator, GeneratorConfig
 from .summary import summarize, summary
-from .superres import SuperresConfig, SuperresGenerator
+from .superres import SuperresConfig, SuperresGenerator, build_generator, generator_spec
 
 __all__ = ['DiscriminatorConfig', 'Generator', 'GeneratorConfig', 'ProjectedDiscriminator', 'SuperresConfig',
-           'SuperresGenerator', 'summarize', 'summary']
+           'SuperresGenerator', 'build_generator', 'generator_spec', 'summarize', 'summary']

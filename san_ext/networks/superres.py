@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -21,7 +21,7 @@ from .filters import band_schedule, layer_specs
 from .generator import Generator, GeneratorConfig
 from .synthesis import SynthesisLayer, SynthesisNetwork
 
-__all__ = ['SuperresConfig', 'SuperresGenerator']
+__all__ = ['SuperresConfig', 'SuperresGenerator', 'build_generator', 'generator_spec']
 
 UP_FACTORS = (2, 4, 8, 16)
 
@@ -123,3 +123,16 @@ class SuperresGenerator(nn.Module):
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           update_emas=update_emas)  # [N, num_ws, w_dim]
         return self.synthesis(ws)
+
+
+def generator_spec(G: nn.Module) -> dict:
+    """G's architecture as JSON: ``{'cfg': stem GeneratorConfig, 'stages': [SuperresConfig, ...]}`` (what
+    checkpoint sidecars record and :func:`build_generator` takes)."""
+    return {'cfg': dataclasses.asdict(G.cfg), 'stages': [dataclasses.asdict(s) for s in getattr(G, 'stages', ())]}
+
+
+def build_generator(spec: Mapping) -> Union[Generator, SuperresGenerator]:
+    """A randomly initialised generator of the architecture in ``spec`` (see :func:`generator_spec`)."""
+    cfg = GeneratorConfig(**spec['cfg'])
+    stages = [SuperresConfig(**s) for s in spec.get('stages', [])]
+    return SuperresGenerator.from_configs(cfg, stages) if stages else Generator(cfg)

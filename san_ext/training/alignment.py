@@ -19,10 +19,11 @@ from typing import Optional
 import torch
 from torch import nn
 
+from san_ext.critic_score import blur
 from san_ext.diagnostics import san_alignment
 
 from . import distributed
-from .loss import ProjectedGANLoss, blur, frozen_spectral_norm
+from .loss import ProjectedGANLoss, frozen_spectral_norm
 
 __all__ = ['MAX_IMAGES', 'PREFIX', 'alignment_fields', 'head_name', 'measure', 'tick_alignment']
 

@@ -19,8 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from san_ext import legacy
-from san_ext.checkpoint import find_latest, load_generator, read_sidecar
+from san_ext.checkpoint import find_latest, load_generator, read_generator_spec
 from san_ext.layers import normalize_san_weights
 from san_ext.networks import Generator, ProjectedDiscriminator, SuperresGenerator
 
@@ -161,25 +160,17 @@ def make_loader(dataset, cfg: TrainingConfig, env: distributed.DistEnv, start_ni
 # ---------------------------------------------------------------------------------------------------------------
 # Networks and optimizers.
 
-def _is_legacy_pickle(path: str) -> bool:
-    return Path(path).suffix.lower() == '.pkl'
-
-
 def load_stem(path: str) -> nn.Module:
-    """The generator a superres stage grows on: a san-ext network snapshot, or the ``G_ema`` of a released
-    StyleGAN-XL / StyleSAN-XL ``.pkl`` (e.g. the official imagenet128.pkl) read by :mod:`san_ext.legacy`, which
-    runs no code from the pickle."""
-    if _is_legacy_pickle(path):
-        return legacy.load(path, components=('G_ema',)).G_ema
+    """The generator a superres stage grows on, through the checkpoint reader's front door
+    (:func:`san_ext.checkpoint.load_generator`): a san-ext network snapshot, or the ``G_ema`` of a released
+    StyleGAN-XL / StyleSAN-XL ``.pkl`` (e.g. the official imagenet128.pkl)."""
     return load_generator(path)
 
 
 def stem_spec(path: str) -> dict:
-    """The stem's architecture ``{'cfg', 'stages'}`` without loading its weights (from a snapshot's sidecar, or
-    inferred from a released pickle). Raises CheckpointError or a ValueError (san_ext.legacy) naming the problem."""
-    if _is_legacy_pickle(path):
-        return legacy.read_generator_spec(path)
-    return read_sidecar(path)['generator']
+    """The stem's architecture ``{'cfg', 'stages'}`` without loading its weights
+    (:func:`san_ext.checkpoint.read_generator_spec`); raises CheckpointError naming the file and the problem."""
+    return read_generator_spec(path)
 
 
 def build_networks(cfg: TrainingConfig, device: torch.device) -> tuple[nn.Module, nn.Module, nn.Module]:

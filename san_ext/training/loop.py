@@ -428,7 +428,7 @@ def _snapshot(t: _Trainer, grid_z, grid_c, grid) -> None:
         save_snapshot(t.run_dir, t.G_ema, cfg_dict, p.cur_nimg)
         save_training_state(t.run_dir, G=t.G, D=t.D, G_ema=t.G_ema, opt_G=t.opt_G, opt_D=t.opt_D, cfg=cfg_dict,
                             progress={**dataclasses.asdict(p), 'batch': cfg.run.batch},
-                            extra={'pl_mean': t.loss.pl_mean, 'best': t.best})
+                            extra={'pl_mean': t.loss.pl_mean, 'best': t.best}, critic=t.loss.score)
         prune_checkpoints(t.run_dir, cfg.run.keep_states)
     t.last_checkpoint = t.run_dir / f'{checkpoint_name(STATE_PREFIX, p.cur_nimg)}.safetensors'
     distributed.barrier()

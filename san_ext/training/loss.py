@@ -4,6 +4,7 @@ StyleGAN-XL (Sauer et al. 2022) Sec. 3-4 and the notes in reference/stylegan_xl.
 - D inputs (real and fake) are blurred by a Gaussian whose sigma fades from 2 to 0 over the first 300 kimg;
 - the adversarial loss is applied per logit; each (image, backbone) pair is averaged over that backbone's logits,
   and the pairs are summed (``reduction='sum'``, upstream) or averaged (``'mean'``);
+  both points are :mod:`san_ext.critic_score`, shared with DOT's critic;
 - G may add classifier guidance, cls_weight * CE(classifier(G(z, c)), c), and the stem adds lazy path-length
   regularisation (StyleGAN2, Karras et al. 2020, Eq. 4) after 1M images.
 SAN (Takida et al. 2024): D phases call ``D(x, c, flg_train=True)`` and the SAN-converted loss takes ``(fun, dir)``.
@@ -24,11 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.spectral_norm import SpectralNorm
 
-from san_ext import losses
-from torch_utils.ops.upfirdn2d import filter2d, setup_filter
+from san_ext import critic_score, losses
+from san_ext.critic_score import ScoreSettings, backbone_logits, blur, gaussian_taps, per_backbone
 
 from .config import LossConfig
 
+# blur and gaussian_taps are san_ext.critic_score's, re-exported for older imports.
 __all__ = ['ClassifierError', 'PhaseLoss', 'ProjectedGANLoss', 'blur', 'build_classifier', 'frozen_spectral_norm',
            'gaussian_taps', 'refresh_spectral_norm']
 
@@ -38,26 +40,6 @@ class PhaseLoss(NamedTuple):
 
     loss: torch.Tensor
     stats: dict[str, torch.Tensor]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Blur of the discriminator's inputs.
-
-def gaussian_taps(sigma: float) -> Optional[torch.Tensor]:
-    """A normalised 1-D Gaussian of ``2 * round(3 * sigma) + 1`` taps, or None when that is a single tap."""
-    radius = math.floor(3 * sigma + 0.5) if sigma > 0 else 0
-    if radius < 1:
-        return None
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    return torch.exp(-0.5 * (x / sigma) ** 2)
-
-
-def blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of images [B, C, H, W] with zero borders (``filter2d``); identity at sigma ~ 0."""
-    taps = gaussian_taps(sigma)
-    if taps is None:
-        return img
-    return filter2d(img, setup_filter(taps, device=img.device, separable=True))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -151,6 +133,7 @@ class ProjectedGANLoss:
                  superres: bool = False, device: Optional[torch.device] = None) -> None:
         self.cfg, self.G, self.D, self.classifier = cfg, G, D, classifier
         self.gan = losses.get(cfg.name, san=cfg.san, dir_weight=cfg.dir_weight)
+        self.score = ScoreSettings.from_config(cfg)  # how D's score is read: blur schedule, reduction
         self.pl_weight = 0.0 if superres else cfg.pl_weight
         self.pl_mean = torch.zeros([], device=device or 'cpu')
         if cfg.cls_weight > 0 and classifier is None:
@@ -158,10 +141,8 @@ class ProjectedGANLoss:
 
     # -- schedule ---------------------------------------------------------------------------------------------------
     def blur_sigma(self, cur_nimg: int) -> float:
-        """sigma = blur_init_sigma * max(0, 1 - cur_nimg / (blur_fade_kimg * 1000))."""
-        if self.cfg.blur_fade_kimg <= 0:
-            return 0.0
-        return self.cfg.blur_init_sigma * max(0.0, 1.0 - cur_nimg / (self.cfg.blur_fade_kimg * 1e3))
+        """The blur sigma of D's inputs at ``cur_nimg`` (:func:`san_ext.critic_score.blur_sigma`)."""
+        return critic_score.blur_sigma(self.score, cur_nimg)
 
     def pl_due(self, cur_nimg: int, batch_idx: int) -> bool:
         """Whether this step runs the lazy path-length phase."""
@@ -172,17 +153,17 @@ class ProjectedGANLoss:
     def run_D(self, img: torch.Tensor, c: Optional[torch.Tensor], cur_nimg: int, flg_train: bool,
               generator: Optional[torch.Generator]) -> list:
         """Blurred images through D: one logit tensor [B, N_b] (or ``(fun, dir)``) per backbone."""
-        img = blur(img, self.blur_sigma(cur_nimg))
-        return list(self.D.forward_per_backbone(img, c, flg_train=flg_train, generator=generator).values())
+        return backbone_logits(self.D, img, c, sigma=self.blur_sigma(cur_nimg), flg_train=flg_train,
+                               generator=generator)
 
     def reduce(self, per_pair: torch.Tensor) -> torch.Tensor:
-        """[B, n_backbones] -> scalar: sum (StyleGAN-XL) or mean."""
-        return per_pair.sum() if self.cfg.reduction == 'sum' else per_pair.mean()
+        """[B, n_backbones] -> scalar: sum (StyleGAN-XL) or mean (:func:`san_ext.critic_score.reduce`)."""
+        return critic_score.reduce(per_pair, self.score.reduction)
 
     @staticmethod
     def _per_pair(fn, outs: list) -> torch.Tensor:
         """Apply a per-logit loss to each backbone's logits and average over them: [B, n_backbones]."""
-        return torch.stack([fn(o).mean(dim=1) for o in outs], dim=1)
+        return per_backbone(outs, fn)
 
     @staticmethod
     def _scores(outs: list) -> torch.Tensor:
