@@ -14,20 +14,16 @@ from typing import Optional
 import click
 import torch
 
+import san_ext.studies.digits_classifier  # noqa: F401  registers the digits study's extractor, digits_cnn
+from san_ext import dist
+from san_ext.checkpoint import load_generator
 from san_ext.dot.cli import dot_options, load_dot
 from san_ext.metrics import MetricOptions, compute_metrics, get_metric, list_extractors, list_metrics, write_result
 from san_ext.metrics.features import extractor_weights
 
 
 def load_network(path: str, device: torch.device) -> torch.nn.Module:
-    """The generator of a snapshot or released .pkl through ``san_ext.checkpoint.load_generator`` (imported only
-    here)."""
-    try:
-        from san_ext.checkpoint import load_generator
-    except ImportError as err:
-        raise click.ClickException(f'cannot load --network {path}: san_ext.checkpoint.load_generator is not '
-                                   f'available in this checkout ({err}); update san_ext or use the library API '
-                                   f'san_ext.metrics.compute_metrics with your own generator') from err
+    """The generator of a snapshot or released .pkl through ``san_ext.checkpoint.load_generator``."""
     try:
         return load_generator(path, device=device)
     except (OSError, ValueError, RuntimeError) as err:
@@ -55,19 +51,6 @@ def _check_options(metrics: tuple[str, ...], extractor: Optional[str], weights: 
                                    f'holding all of them')
     if device == 'cuda' and gpus > torch.cuda.device_count():
         raise click.ClickException(f'--gpus {gpus} but PyTorch sees {torch.cuda.device_count()} CUDA GPUs')
-
-
-def _init_process(device: str) -> torch.device:
-    """This process's device; joins torchrun's process group (NCCL on CUDA, gloo on CPU) when there is one."""
-    local_rank = int(os.environ.get('LOCAL_RANK', '0'))
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    dev = torch.device('cuda', local_rank) if device == 'cuda' else torch.device('cpu')
-    if dev.type == 'cuda':
-        torch.cuda.set_device(dev)
-    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group('nccl' if dev.type == 'cuda' else 'gloo', init_method='env://')
-    return dev
 
 
 @click.command(context_settings={'max_content_width': 120, 'help_option_names': ['-h', '--help']})
@@ -121,7 +104,7 @@ def main(network: str, metrics: tuple[str, ...], data: Optional[str], extractor:
       python calc_metrics.py --network snap.safetensors --data cifar10.zip --metrics pr50k3_full,dc50k \\
           --weights ~/weights   # folder with the Inception and VGG16 files
       python calc_metrics.py --network snap.safetensors --data digits16.zip --metrics fid10k_full --num-gen 2000 \\
-          --extractor my_digits_classifier
+          --extractor digits_cnn   # the digits study's classifier (or any registered extractor)
       python calc_metrics.py --network snap.safetensors --data cifar10.zip --dot-steps 10  # FID with latent DOT,
           # its D from the training state beside the snapshot; results in metric-fid50k_full_dot.jsonl
     """
@@ -131,21 +114,28 @@ def main(network: str, metrics: tuple[str, ...], data: Optional[str], extractor:
     if any(get_metric(m).max_ref != 0 for m in metrics) and data is None:
         needs = ', '.join(m for m in metrics if get_metric(m).max_ref != 0)
         raise click.ClickException(f'--data is required for {needs}')
-    if gpus > 1 and 'RANK' not in os.environ:
-        from torch.distributed.run import main as torchrun_main
-
-        torchrun_main(['--standalone', f'--nproc_per_node={gpus}', os.path.abspath(__file__), *sys.argv[1:]])
+    if gpus > 1 and not dist.launched_by_torchrun():
+        dist.relaunch(gpus, [os.path.abspath(__file__), *sys.argv[1:]])
         return
-    dev = _init_process(device)
-    G = load_network(network, dev)
-    dot = None
-    if dot_steps > 0:  # z moved by latent DOT before G; k_eff estimated once (seeded by --seed) for all batches
-        dot = load_dot(network, G, dot_critic, dev, class_ids=list(range(G.c_dim)) or [None], truncation_psi=1.0,
-                       steps=dot_steps, lr=dot_lr, opt=dot_opt, k_eff=dot_k, pairs=dot_pairs, seed=seed, batch=batch,
-                       echo=os.environ.get('RANK', '0') == '0')
+    env = dist.init(device)
     opts = MetricOptions(num_gen=num_gen, max_ref=max_ref, extractor=extractor, weights=weights, batch_size=batch,
-                         seed=seed, device=str(dev), num_workers=workers, cache=not no_cache, cache_dir=cache_dir,
-                         progress=not no_progress)
+                         seed=seed, device=str(env.device), num_workers=workers, cache=not no_cache,
+                         cache_dir=cache_dir, progress=not no_progress)
+    dot = dict(steps=dot_steps, lr=dot_lr, opt=dot_opt, k_eff=dot_k, pairs=dot_pairs, seed=seed, batch=batch)
+    try:
+        _score(network, metrics, data, env, opts, run_dir, dot, dot_critic)
+    finally:
+        dist.shutdown()
+
+
+def _score(network: str, metrics: tuple[str, ...], data: Optional[str], env: dist.DistEnv, opts: MetricOptions,
+           run_dir: Optional[str], dot_kw: dict, dot_critic: Optional[str]) -> None:
+    """Load the generator (with latent DOT when ``dot_kw['steps'] > 0``), score it, append the results."""
+    G = load_network(network, env.device)
+    dot = None
+    if dot_kw['steps'] > 0:  # z moved by latent DOT before G; k_eff estimated once (seeded by --seed) for all batches
+        dot = load_dot(network, G, dot_critic, env.device, class_ids=list(range(G.c_dim)) or [None],
+                       truncation_psi=1.0, echo=env.is_main, **dot_kw)
     try:
         results = compute_metrics(metrics, G if dot is None else dot, data, opts)
     except (FileNotFoundError, ValueError, ImportError) as err:  # missing weights, bad data: say so, no traceback
@@ -157,9 +147,6 @@ def main(network: str, metrics: tuple[str, ...], data: Optional[str], extractor:
                             extra=None if dot is None else {'dot': dot.settings})
         if file is not None:
             click.echo(f'{json.dumps(result.results)} -> {file}')
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
 
 if __name__ == '__main__':
     main()

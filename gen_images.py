@@ -9,9 +9,9 @@ import re
 import click
 import torch
 
+from san_ext import images
 from san_ext.checkpoint import CheckpointError, load_generator
 from san_ext.dot.cli import dot_options, load_dot
-from san_ext.training import images
 
 
 def parse_range(ctx, param, value: str) -> list[int]:

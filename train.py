@@ -9,8 +9,7 @@ import sys
 
 import click
 
-from san_ext import losses
-from san_ext.training import distributed
+from san_ext import dist, losses
 from san_ext.training.config import PRESETS, REDUCTIONS, OptimConfig, to_json
 from san_ext.training.options import OptionError, TrainOptions, build_config
 
@@ -32,7 +31,7 @@ def _bool_option(name: str, help: str):
 # Required.
 @click.option('--outdir', metavar='DIR', required=True, help='Where to make the run directory')
 @click.option('--data', metavar='[ZIP|DIR]', required=True, help='Training data (StyleGAN format, dataset_tool.py)')
-@click.option('--cfg', type=click.Choice(list(PRESETS)), default=_DEFAULTS['cfg'], show_default=True,
+@click.option('--cfg', 'preset', type=click.Choice(list(PRESETS)), default=_DEFAULTS['preset'], show_default=True,
               help='Recipe; stylegan-xl uses the StyleGAN3-T synthesis, stylegan3-r the R variant')
 @click.option('--gpus', type=click.IntRange(min=1), default=_DEFAULTS['gpus'], show_default=True,
               help='Processes (GPUs; CPU processes with --device cpu); >1 relaunches through torchrun')
@@ -133,8 +132,8 @@ def main(dry_run: bool, **kw) -> None:
     if dry_run:
         click.echo(to_json(cfg))
         return
-    if opts.gpus > 1 and not distributed.launched_by_torchrun():
-        distributed.relaunch(opts.gpus, [os.path.abspath(__file__), *sys.argv[1:]])
+    if opts.gpus > 1 and not dist.launched_by_torchrun():
+        dist.relaunch(opts.gpus, [os.path.abspath(__file__), *sys.argv[1:]])
         return
     from san_ext.training.loop import run
     run(cfg)

@@ -13,7 +13,7 @@ records the tensor file's size, SHA-256 and a write id also stored in the safete
 Loading never executes code from a file (no pickle): the generator is rebuilt from its recorded config.
 :func:`load_generator` is the one front door for networks: a snapshot, a training state, or a released StyleGAN-XL /
 StyleSAN-XL ``.pkl`` read safely by :mod:`san_ext.legacy`. Used by training (``--path_stem``), ``gen_images.py``,
-``calc_metrics.py`` and DOT; imports only the networks, legacy, the critic score and the metrics' file hash.
+``calc_metrics.py`` and DOT; imports only the networks, legacy, the critic score and :mod:`san_ext.files`.
 """
 
 from __future__ import annotations
@@ -36,8 +36,14 @@ from torch import nn
 
 from san_ext import legacy
 from san_ext.critic_score import ScoreSettings
-from san_ext.metrics.weights import file_sha256
-from san_ext.networks import DiscriminatorConfig, ProjectedDiscriminator, build_generator, generator_spec
+from san_ext.files import file_sha256, fsync_dir, write_atomic, write_text_atomic
+from san_ext.networks import (
+    DiscriminatorConfig,
+    GeneratorConfig,
+    ProjectedDiscriminator,
+    build_generator,
+    generator_spec,
+)
 
 __all__ = ['SNAPSHOT_PREFIX', 'STATE_PREFIX', 'CheckpointError', 'TrainingState', 'build_generator',
            'checkpoint_name', 'critic_settings', 'find_latest', 'generator_spec', 'is_network_pickle',
@@ -64,33 +70,6 @@ class CheckpointError(RuntimeError):
 def checkpoint_name(prefix: str, cur_nimg: int) -> str:
     """``{prefix}{kimg:06d}`` with kimg = cur_nimg // 1000 (runs shorter than a kimg overwrite one name)."""
     return f'{prefix}{int(cur_nimg) // 1000:06d}'
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Atomic files.
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` into a hidden temp file beside ``path``, fsync it, then rename it over ``path``."""
-    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
-    try:
-        write(tmp)
-        with open(tmp, 'rb+') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _cpu_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -121,10 +100,10 @@ def _save(path: Path, tensors: Mapping[str, torch.Tensor], sidecar: dict) -> Pat
                                                                  'write_id': meta['write_id']})
         meta.update(tensor_bytes=tmp.stat().st_size, sha256=file_sha256(tmp))
 
-    _write_atomic(path, write_tensors)
+    write_atomic(path, write_tensors)
     record = {**sidecar, 'tensor_file': path.name, **meta}
-    _write_atomic(path.with_suffix('.json'), lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
-    _fsync_dir(path.parent)
+    write_text_atomic(path.with_suffix('.json'), json.dumps(record, indent=1))
+    fsync_dir(path.parent)
     return path
 
 
@@ -248,13 +227,14 @@ def restore_rng_state(state: Mapping) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Snapshots (inference).
 
-def save_snapshot(run_dir: PathLike, G_ema: nn.Module, cfg: Optional[Mapping], cur_nimg: int,
+def save_snapshot(run_dir: PathLike, G_ema: nn.Module, config: Optional[Mapping], cur_nimg: int,
                   name: Optional[str] = None, extra: Optional[Mapping] = None) -> Path:
     """Write ``G_ema``'s weights as ``network-snapshot-{kimg:06d}.safetensors`` (or ``{name}.safetensors``) plus
-    its sidecar (architecture, ``cfg``, progress, ``extra`` such as metric values); returns the tensor file."""
+    its sidecar (architecture, the run's ``config`` as a dict, progress, ``extra`` such as metric values); returns
+    the tensor file."""
     stem = name or checkpoint_name(SNAPSHOT_PREFIX, cur_nimg)
     sidecar = {'format': SNAPSHOT_FORMAT, 'version': VERSION, 'generator': generator_spec(G_ema),
-               'progress': {'cur_nimg': int(cur_nimg), 'kimg': cur_nimg / 1000}, 'config': cfg,
+               'progress': {'cur_nimg': int(cur_nimg), 'kimg': cur_nimg / 1000}, 'config': config,
                'extra': dict(extra or {})}
     return _save(Path(run_dir) / f'{stem}.safetensors', G_ema.state_dict(), sidecar)
 
@@ -304,7 +284,13 @@ def read_generator_spec(path: PathLike) -> dict:
         return _legacy(path, legacy.read_generator_spec)
     if path.suffix not in ('.safetensors', '.json'):
         raise _not_a_network(path)
-    return read_sidecar(path)['generator']
+    return _current_spec(read_sidecar(path)['generator'])
+
+
+def _current_spec(spec: Optional[dict]) -> Optional[dict]:
+    """A recorded generator spec in today's field names (sidecars written before ``GeneratorConfig.synthesis`` was
+    called ``cfg`` compare equal to a fresh :func:`generator_spec`)."""
+    return spec and {**spec, 'cfg': GeneratorConfig.upgrade(spec['cfg'])}
 
 
 def load_generator(path: PathLike, device: Union[str, torch.device] = 'cpu') -> nn.Module:
@@ -346,11 +332,12 @@ class TrainingState:
 
 
 def save_training_state(run_dir: PathLike, *, G: nn.Module, D: nn.Module, G_ema: nn.Module,
-                        opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer, cfg: Optional[Mapping],
+                        opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer, config: Optional[Mapping],
                         progress: Mapping[str, Any], extra: Optional[Mapping] = None,
                         critic: Optional[ScoreSettings] = None) -> Path:
-    """Write ``training-state-{kimg:06d}.safetensors`` + sidecar; ``progress`` must hold ``cur_nimg``; ``critic``:
-    how the loss read D's score (blur schedule, reduction), for DOT (:func:`critic_settings`)."""
+    """Write ``training-state-{kimg:06d}.safetensors`` + sidecar (``config``: the run's config as a dict);
+    ``progress`` must hold ``cur_nimg``; ``critic``: how the loss read D's score (blur schedule, reduction), for DOT
+    (:func:`critic_settings`)."""
     tensors: dict[str, torch.Tensor] = {}
     for prefix, module in (('G', G), ('D', D), ('G_ema', G_ema)):
         tensors.update({f'{prefix}/{k}': v for k, v in module.state_dict().items()})
@@ -358,7 +345,7 @@ def save_training_state(run_dir: PathLike, *, G: nn.Module, D: nn.Module, G_ema:
             'extra': dict(extra or {})}
     encoded = {k: _encode(v, k, tensors) for k, v in tree.items()}
     sidecar = {'format': STATE_FORMAT, 'version': VERSION, 'generator': generator_spec(G),
-               'progress': dict(progress), 'config': cfg, 'tree': encoded,
+               'progress': dict(progress), 'config': config, 'tree': encoded,
                'critic': None if critic is None else critic.to_dict()}
     path = Path(run_dir) / f'{checkpoint_name(STATE_PREFIX, progress["cur_nimg"])}.safetensors'
     return _save(path, tensors, sidecar)
@@ -378,7 +365,7 @@ def load_training_state(path: PathLike, verify: bool = True) -> TrainingState:
     tree = {k: _decode(v, tensors) for k, v in record['tree'].items()}
     return TrainingState(path=_tensor_and_sidecar(path)[0], modules=modules, optimizers=tree['optimizers'],
                          rng=tree['rng'], progress=record['progress'], extra=tree.get('extra', {}),
-                         config=record.get('config'), generator=record.get('generator'))
+                         config=record.get('config'), generator=_current_spec(record.get('generator')))
 
 
 def load_discriminator(path: PathLike, device: Union[str, torch.device] = 'cpu') -> nn.Module:

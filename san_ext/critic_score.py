@@ -1,7 +1,7 @@
 """D's score as the projected-GAN loss sees it: input blur, its fade schedule, per-backbone reduction.
 
 One definition for the training loss (``san_ext.training.loss``) and for DOT's critic (``san_ext.dot``).
-StyleGAN-XL (Sauer et al. 2022, Sec. 4 "Training"; reference/stylegan_xl.md Sec. 6):
+StyleGAN-XL (Sauer et al. 2022, Sec. 4 "Training"; upstream ``training/loss.py`` ``ProjectedGANLoss``):
 
 - D's inputs, real and fake, are blurred by a Gaussian whose sigma fades linearly from ``blur_init_sigma`` to 0 over
   the first ``blur_fade_kimg`` kimg: sigma(n) = sigma_0 * max(0, 1 - n / (1000 * fade_kimg));
@@ -10,7 +10,8 @@ StyleGAN-XL (Sauer et al. 2022, Sec. 4 "Training"; reference/stylegan_xl.md Sec.
 - the pairs are summed (``reduction='sum'``, upstream) or averaged (``'mean'``): over backbones for one image's
   score, over images and backbones for a phase's loss.
 
-Imports only torch and the standard library (the drop-in rule in DESIGN.md): the blur is a separable depthwise
+Imports only torch and the standard library (the drop-in rule: no ``torch_utils``, which a host checkout may
+shadow): the blur is a separable depthwise
 convolution with zero borders, which is what ``torch_utils.ops.upfirdn2d.filter2d`` computes for these taps.
 """
 

@@ -7,7 +7,7 @@ the unit sphere of the direction objective. This module measures that, for SAN a
 - :func:`direction_alignment` -- cosine of each row of omega with omega*;
 - :func:`san_alignment` -- the cosine for every SAN layer of a module, read with hooks on a forward of D.
 
-Imports only torch (the drop-in rule in DESIGN.md): it works inside someone else's training loop.
+Imports only torch (the drop-in rule): it works inside someone else's training loop.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ every formula with its source and marks which conversions are our own derivation
 A *loss spec* names a loss and its SAN switch in one word, as ``train.py --loss`` and the studies spell it:
 ``NAME`` (plain) or ``NAME-san`` (its SAN conversion); ``san`` alone is StyleSAN-XL's Hinge-SAN (:func:`parse_spec`).
 
-Imports only torch (the drop-in rule in DESIGN.md).
+Imports only torch (the drop-in rule: it works inside someone else's training loop).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ['SAN_ALIASES', 'SAN_SUFFIX', 'GANLoss', 'get', 'list_losses', 'list_specs', 'parse_spec', 'register',
-           'spec_name']
+           'spec_name', 'unregister']
 
 Logits = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 
@@ -47,6 +47,13 @@ def register(name: str) -> Callable[[type[GANLoss]], type[GANLoss]]:
         _LOSSES[name] = cls
         return cls
     return deco
+
+
+def unregister(name: str) -> None:
+    """Remove loss ``name`` from the registry (e.g. a test's own); unknown names fail listing the known ones."""
+    if name not in _LOSSES:
+        raise ValueError(f'unknown loss {name!r}; known: {", ".join(list_losses())}')
+    del _LOSSES[name]
 
 
 def list_losses() -> list[str]:

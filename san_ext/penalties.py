@@ -20,7 +20,7 @@ application keeps the same penalty (in expectation over steps) and only spaces i
 SAN: penalise the ``fun`` logit of ``D(x, flg_train=True)``: its gradient reaches the features and the scale, never
 the direction omega, which stays trained by the direction term alone (the penalty is part of the feature objective).
 
-Imports only torch (the drop-in rule in DESIGN.md).
+Imports only torch (the drop-in rule: it works inside someone else's training loop).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from torch import nn
 
 from san_ext.networks import DiscriminatorConfig, GeneratorConfig, ProjectedDiscriminator, SuperresConfig
 from san_ext.networks import SuperresGenerator as SR
-from san_ext.networks.generator import CFGS
+from san_ext.networks.generator import SYNTHESES
 
 SMALL = GeneratorConfig(img_resolution=16, c_dim=10, channel_base=2048, channel_max=64, num_layers=4,
                         magnitude_ema_beta=0.5 ** (64 / 20000))
@@ -203,7 +203,7 @@ def upstream_layer(G: nn.Module, name: str, sd: dict) -> nn.Module:
 
 
 def upstream_synthesis(G: nn.Module, sd: dict) -> nn.Module:
-    cfg, k, inp = G.cfg, CFGS[G.cfg.cfg], G.synthesis.input
+    cfg, k, inp = G.cfg, SYNTHESES[G.cfg.synthesis], G.synthesis.input
     syn = persistent('SynthesisNetwork', layer_names=list(G.synthesis.layer_names), num_ws=G.num_ws, w_dim=cfg.w_dim,
                      img_resolution=G.img_resolution, num_critical=2, _init_kwargs=dict(
                          w_dim=cfg.w_dim, img_resolution=cfg.img_resolution, img_channels=3,

@@ -45,7 +45,7 @@ def trained_pair(seed: int = 0):
 
 def save_state(run_dir: Path, cur_nimg: int, seed: int = 0) -> Path:
     G, D, opt_G, opt_D = trained_pair(seed)
-    return ckpt.save_training_state(run_dir, G=G, D=D, G_ema=G, opt_G=opt_G, opt_D=opt_D, cfg={'note': 'test'},
+    return ckpt.save_training_state(run_dir, G=G, D=D, G_ema=G, opt_G=opt_G, opt_D=opt_D, config={'note': 'test'},
                                     progress={'cur_nimg': cur_nimg, 'batch_idx': cur_nimg // 4},
                                     extra={'pl_mean': torch.tensor(0.25), 'best': {}})
 
@@ -57,7 +57,7 @@ def leftovers(run_dir: Path) -> list[str]:
 # -- round trips ------------------------------------------------------------------------------------------------------
 def test_training_state_round_trip_restores_modules_optimizers_and_progress(tmp_path):
     G, D, opt_G, opt_D = trained_pair()
-    path = ckpt.save_training_state(tmp_path, G=G, D=D, G_ema=G, opt_G=opt_G, opt_D=opt_D, cfg={'a': 1},
+    path = ckpt.save_training_state(tmp_path, G=G, D=D, G_ema=G, opt_G=opt_G, opt_D=opt_D, config={'a': 1},
                                     progress={'cur_nimg': 12000, 'batch_idx': 3}, extra={'pl_mean': torch.tensor(2.5)})
     assert path.name == 'training-state-000012.safetensors'
     st = ckpt.load_training_state(path)
@@ -83,7 +83,7 @@ def test_rng_states_restore_all_generators(tmp_path):
     torch.rand(5), np.random.rand(5), random.random()
     path = ckpt.save_training_state(tmp_path, G=tiny_g(), D=torch.nn.Linear(2, 2), G_ema=tiny_g(),
                                     opt_G=torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))]),
-                                    opt_D=torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))]), cfg=None,
+                                    opt_D=torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))]), config=None,
                                     progress={'cur_nimg': 0})
     ckpt.restore_rng_state(state)  # from memory
     assert torch.equal(torch.rand(3), expected[0])
@@ -109,6 +109,25 @@ def test_load_generator_rebuilds_stem_and_superres_without_pickle(tmp_path):
     assert torch.equal(S2(z, c), S.eval()(z, c))
     state = save_state(tmp_path, 7000)  # a training state's G_ema
     assert isinstance(ckpt.load_generator(state), Generator)
+
+
+def test_sidecars_written_before_synthesis_was_called_cfg_still_load_and_resume(tmp_path):
+    """GeneratorConfig's ``synthesis`` was ``cfg`` (G.cfg.cfg); old snapshots and training states keep working."""
+    def age(path: Path) -> None:
+        side = path.with_suffix('.json')
+        record = json.loads(side.read_text())
+        gen = record['generator']['cfg']
+        gen['cfg'] = gen.pop('synthesis')
+        side.write_text(json.dumps(record))
+
+    G = tiny_g()
+    snap, state = ckpt.save_snapshot(tmp_path, G, None, cur_nimg=0), save_state(tmp_path, 1000)
+    age(snap)
+    age(state)
+    assert ckpt.read_generator_spec(snap) == ckpt.generator_spec(G)
+    assert ckpt.generator_spec(ckpt.load_generator(snap)) == ckpt.generator_spec(G)
+    assert ckpt.load_training_state(state).generator == ckpt.generator_spec(tiny_g())  # what resume compares
+    assert GeneratorConfig.from_dict({'img_resolution': 16, 'cfg': 'stylegan3-r'}).synthesis == 'stylegan3-r'
 
 
 # -- atomic writes ----------------------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ def run(tmp_path_factory) -> dict:
     cfg_dict['D']['pretrained'] = True  # a real run's config: rebuilding must still not download
     run_dir = tmp / 'run'
     snapshot = save_snapshot(run_dir, G_ema, cfg_dict, 2000)
-    state = save_training_state(run_dir, G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, cfg=cfg_dict,
+    state = save_training_state(run_dir, G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, config=cfg_dict,
                                 progress={'cur_nimg': 2000})
     return dict(data=data, snapshot=snapshot, state=state, D=D.eval(), tmp=tmp, cfg=cfg, cfg_dict=cfg_dict,
                 nets=dict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D))
@@ -92,8 +92,8 @@ def test_rebuilt_discriminator_equals_saved_one_without_downloads(run, monkeypat
 
 
 def _state(run, run_dir: Path, cur_nimg: int, critic=None, cfg_dict=None) -> Path:
-    return save_training_state(run_dir, **run['nets'], cfg=cfg_dict or run['cfg_dict'], progress={'cur_nimg': cur_nimg},
-                               critic=critic)
+    return save_training_state(run_dir, **run['nets'], config=cfg_dict or run['cfg_dict'],
+                               progress={'cur_nimg': cur_nimg}, critic=critic)
 
 
 def test_critic_settings_travel_in_the_state_sidecar(run, tmp_path):

@@ -16,7 +16,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from san_ext.data import ConvertConfig, DatasetError, ImageDataset, convert_dataset, make_digits_dataset, open_dataset
+from san_ext.data import (
+    ConvertConfig,
+    DatasetError,
+    ImageDataset,
+    InfiniteBatchSampler,
+    convert_dataset,
+    make_digits_dataset,
+    open_dataset,
+)
 from san_ext.data.converters import transform_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -427,3 +435,15 @@ def test_make_digits_dataset_matches_sklearn(tmp_path, tool):
     result = run_tool(tool, '--source', 'builtin:digits', '--dest', tmp_path / 'd32.zip', '--resolution', 32,
                       '--max-images', 20)
     assert '20 images (32x32, 3 channel(s), ' in result.output
+
+
+# -- the sampler that fixes the training order -------------------------------------------------------------------------
+def test_batch_sampler_splits_global_batches_over_ranks_and_resumes_by_position():
+    single = iter(InfiniteBatchSampler(10, 4, rank=0, world_size=1, seed=3))
+    ranks = [iter(InfiniteBatchSampler(10, 4, rank=r, world_size=2, seed=3)) for r in range(2)]
+    for _ in range(6):  # crosses epochs
+        assert next(single) == next(ranks[0]) + next(ranks[1])
+    later = iter(InfiniteBatchSampler(10, 4, rank=0, world_size=1, seed=3, start_nimg=24))
+    assert next(later) == next(single)
+    epoch = [InfiniteBatchSampler(10, 4, 0, 1, seed=3).index(i) for i in range(10)]
+    assert sorted(epoch) == list(range(10))

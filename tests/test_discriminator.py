@@ -276,7 +276,7 @@ def test_checkpoint_path_loads_local_weights(name, key, tmp_path):
         create_backbone(name, checkpoint_path=tmp_path / 'missing.pth')
 
 
-# -- parameter counts against upstream (stylegan_xl_measured.md 1c, 1e) ----------------------------------------------
+# -- parameter counts against upstream StyleGAN-XL @ 4241ff9 and sony/san's stylesan-xl, measured on CPU -----------
 @pytest.mark.parametrize('san,expected', [(True, 25_311_424), (False, 27_515_776)])
 def test_default_d_head_param_count_matches_upstream(san, expected):
     torch.manual_seed(0)

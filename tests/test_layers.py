@@ -26,7 +26,7 @@ def _make(kind: str, positive_scale: bool = False):
     h = torch.randn(5, 8, requires_grad=True)
     c = torch.tensor([0, 3, 6, 3, 1])
 
-    class _Head:  # the conditional head of SAN.md: <h, s_c omega_c> / sqrt(d)
+    class _Head:  # sony/san's conditional head: <h, s_c omega_c> / sqrt(d)
         def __call__(self, x, flg_train=False):
             cmap = layer(c, flg_train=flg_train)
             if flg_train:

@@ -224,3 +224,15 @@ def test_a_loss_name_that_reads_as_a_spec_cannot_be_registered():
         with pytest.raises(ValueError, match='would read as a SAN spec'):
             losses.register(name)(losses.HingeLoss)
     assert 'san' not in losses.list_losses() and 'hinge-san' not in losses.list_losses()
+
+
+def test_unregister_removes_a_loss_and_refuses_unknown_names():
+    losses.register('test_unregister_hinge')(type('TestHinge', (losses.HingeLoss,), {}))
+    try:
+        assert 'test_unregister_hinge' in losses.list_losses() and 'test_unregister_hinge-san' in losses.list_specs()
+        assert losses.get('test_unregister_hinge', san=True).san
+    finally:
+        losses.unregister('test_unregister_hinge')
+    assert 'test_unregister_hinge' not in losses.list_losses()
+    with pytest.raises(ValueError, match="unknown loss 'test_unregister_hinge'; known: hinge"):
+        losses.unregister('test_unregister_hinge')

@@ -4,7 +4,6 @@ sharded accumulation, offline weight errors, and calc_metrics.py end to end (CPU
 import importlib.util
 import io
 import json
-import sys
 import zipfile
 from pathlib import Path
 
@@ -288,12 +287,12 @@ def _rank_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
 def _sharded_results() -> dict:
     """Everything the sharding test compares; run in one process and in each of two ranks."""
-    from san_ext.metrics import distributed
+    from san_ext import dist
 
     register_tiny()
     rng = np.random.default_rng(9)
     x = torch.from_numpy(rng.standard_normal((230, 6)))
-    lo, hi = distributed.shard_range(len(x))
+    lo, hi = dist.shard_range(len(x))
     idx = torch.arange(lo, hi)
     stats = StreamingStats(6).update(x[lo:hi]).all_reduce()
     res = Reservoir(6, capacity=50).update(x[lo:hi].float(), idx).all_reduce()
@@ -351,6 +350,23 @@ def test_unknown_names_list_the_known_ones():
         get_metric('fid51k')
     with pytest.raises(ValueError, match='inception'):
         get_extractor('nope')
+
+
+def test_registries_unregister_and_refuse_unknown_names():
+    from san_ext.metrics import MetricSpec, list_extractors, register_metric, unregister_extractor, unregister_metric
+
+    register_extractor('test-unregister', tiny_extractor)
+    register_metric(MetricSpec('test_unregister_fid', 'fid', 'test-unregister', num_gen=2, max_ref=2))
+    assert 'test-unregister' in list_extractors() and 'test_unregister_fid' in list_metrics()
+    unregister_metric('test_unregister_fid')
+    unregister_extractor('test-unregister')
+    assert 'test-unregister' not in list_extractors() and 'test_unregister_fid' not in list_metrics()
+    with pytest.raises(ValueError, match='unknown metric .*fid50k_full'):
+        unregister_metric('test_unregister_fid')
+    with pytest.raises(ValueError, match='unknown feature extractor .*inception'):
+        unregister_extractor('test-unregister')
+    register_extractor('test-unregister', tiny_extractor)  # the name is free again, no overwrite needed
+    unregister_extractor('test-unregister')
 
 
 @pytest.mark.parametrize('name, file', [('inception', 'weights-inception-2015-12-05-6726825d.pth'),
@@ -445,15 +461,6 @@ def test_cache_key_follows_content_not_path(tmp_path):
     cache.save_entry(file, key, {'x': np.arange(3)})
     assert cache.load_entry(file, key)['x'].tolist() == [0, 1, 2]
     assert cache.load_entry(file, {**key, 'extractor_version': 'v2'}) is None  # same file, other key: not reused
-
-
-def test_calc_metrics_cli_without_checkpoint_module(tmp_path, monkeypatch):
-    cli = _load_cli()
-    monkeypatch.setitem(sys.modules, 'san_ext.checkpoint', None)  # import fails as if the file were missing
-    network = tmp_path / 'net.safetensors'
-    network.write_bytes(b'')
-    out = CliRunner().invoke(cli.main, ['--network', str(network), '--metrics', 'is50k', '--device', 'cpu'])
-    assert out.exit_code != 0 and 'load_generator is not available' in out.output
 
 
 def test_calc_metrics_cli_rejects_unknown_metric(tmp_path):

@@ -4,7 +4,10 @@ the SAN routing of the conditional D, a tiny end-to-end run through the CLI, and
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +16,9 @@ import torch
 from click.testing import CliRunner
 
 from san_ext import losses
+from san_ext.files import file_sha256
 from san_ext.layers import SANLinear
 from san_ext.metrics import get_extractor, list_extractors
-from san_ext.metrics.weights import file_sha256
 from san_ext.studies import digits
 from san_ext.studies import digits_classifier as dc
 from san_ext.studies import digits_eval as ev
@@ -66,6 +69,15 @@ def test_random_shift_moves_whole_images_by_at_most_one_pixel():
         ys.append(int(r.min()) - 3)
         xs.append(int(c.min()) - 3)
     assert set(ys) == set(xs) == {-1, 0, 1}
+
+
+def test_the_study_registers_its_extractor_and_calc_metrics_offers_it():
+    """The metrics registry knows no study; calc_metrics.py imports the digits study, which registers digits_cnn."""
+    code = ('from san_ext.metrics import list_extractors; assert "digits_cnn" not in list_extractors(); '
+            'import calc_metrics; assert "digits_cnn" in list_extractors(), list_extractors()')
+    res = subprocess.run([sys.executable, '-c', code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
 
 
 def test_extractor_is_registered_and_takes_other_resolutions():

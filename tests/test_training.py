@@ -27,7 +27,6 @@ from san_ext.checkpoint import find_latest, load_generator, load_training_state
 from san_ext.data import make_digits_dataset
 from san_ext.networks import DiscriminatorConfig, Generator, GeneratorConfig, ProjectedDiscriminator
 from san_ext.training import from_json
-from san_ext.training.build import InfiniteBatchSampler
 from san_ext.training.config import LossConfig, OptimConfig
 from san_ext.training.loop import NonFiniteLossError, run
 from san_ext.training.loss import (
@@ -219,23 +218,56 @@ def test_non_finite_loss_stops_naming_step_phase_and_last_checkpoint(tmp_path, d
     assert load_training_state(find_latest(run_dir)).progress['cur_nimg'] == 8  # the last good state is intact
 
 
+# -- torch.backends switches --------------------------------------------------------------------------------------
+def _backend_flags() -> tuple[bool, bool, bool]:
+    return torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+def _set_backend_flags(flags: tuple[bool, bool, bool]) -> None:
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+
+def test_run_restores_the_callers_torch_backends_switches_on_return_and_on_error(tmp_path, digits16, monkeypatch):
+    """Training runs with cudnn autotuning on and TF32 off (as upstream); afterwards, finished or failed, the caller
+    has its own values back."""
+    from san_ext.training import loop
+
+    before, mine, during = _backend_flags(), (False, True, True), []
+    real_step = loop._train_step
+    monkeypatch.setattr(loop, '_train_step', lambda t, *a: (during.append(_backend_flags()), real_step(t, *a)))
+    _set_backend_flags(mine)
+    try:
+        run(tiny_config(tmp_path / 'ok', digits16, kimg=0.004, tick=0.004))
+        assert _backend_flags() == mine
+        monkeypatch.setattr(loop, '_train_step', lambda t, *a: (_ for _ in ()).throw(RuntimeError('step failed')))
+        with pytest.raises(RuntimeError, match='step failed'):
+            run(tiny_config(tmp_path / 'fails', digits16, kimg=0.004, tick=0.004))
+        assert _backend_flags() == mine
+    finally:
+        _set_backend_flags(before)
+    assert during and set(during) == {(True, False, False)}
+
+
 # -- metrics hook -----------------------------------------------------------------------------------------------------
 def test_metrics_at_snapshots_write_results_and_best_model(tmp_path, digits16, monkeypatch):
     """A tiny registered metric (FID on 8 random-projection features) runs at each snapshot."""
-    from san_ext.metrics import CallableExtractor, MetricSpec, features, metrics
+    from san_ext import metrics
 
     def extractor(**kw):
         torch.manual_seed(0)
-        return CallableExtractor(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 8)),
-                                 'training_test_features', 8)
+        return metrics.CallableExtractor(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 8)),
+                                         'training_test_features', 8)
 
-    # Registered through monkeypatch so the global registries are restored after the test.
-    monkeypatch.setitem(features._EXTRACTORS, 'training_test_features', features._Entry(extractor, None))
-    monkeypatch.setitem(metrics._METRICS, 'training_test_fid',
-                        MetricSpec('training_test_fid', 'fid', 'training_test_features', num_gen=16, max_ref=32))
     monkeypatch.setenv('SAN_EXT_CACHE', str(tmp_path / 'cache'))
-    run_dir = run(tiny_config(tmp_path / 'runs', digits16, kimg=0.008, tick=0.004, snap=1,
-                              metrics=('training_test_fid',)))
+    metrics.register_extractor('training_test_features', extractor)
+    metrics.register_metric(metrics.MetricSpec('training_test_fid', 'fid', 'training_test_features', num_gen=16,
+                                               max_ref=32))
+    try:
+        run_dir = run(tiny_config(tmp_path / 'runs', digits16, kimg=0.008, tick=0.004, snap=1,
+                                  metrics=('training_test_fid',)))
+    finally:  # the global registries as they were
+        metrics.unregister_metric('training_test_fid')
+        metrics.unregister_extractor('training_test_features')
     lines = [json.loads(x) for x in (run_dir / 'metric-training_test_fid.jsonl').read_text().splitlines()]
     assert len(lines) == 2 and all(np.isfinite(x['results']['training_test_fid']) for x in lines)
     assert lines[0]['network'] == 'network-snapshot-000000.safetensors'
@@ -340,14 +372,3 @@ def test_optimizer_and_ema_settings_follow_the_recipe():
     assert d['lr'] == pytest.approx(0.002 * 16 / 17) and d['betas'] == (0.0, pytest.approx(0.99 ** (16 / 17)))
     assert optim.ema_nimg(batch=256, cur_nimg=10 ** 7) == pytest.approx(80_000)  # batch * 10 / 32 kimg
     assert optim.ema_nimg(batch=256, cur_nimg=100_000) == pytest.approx(5_000)  # ramp-up: 5% of images seen
-
-
-def test_batch_sampler_splits_global_batches_over_ranks_and_resumes_by_position():
-    single = iter(InfiniteBatchSampler(10, 4, rank=0, world_size=1, seed=3))
-    ranks = [iter(InfiniteBatchSampler(10, 4, rank=r, world_size=2, seed=3)) for r in range(2)]
-    for _ in range(6):  # crosses epochs
-        assert next(single) == next(ranks[0]) + next(ranks[1])
-    later = iter(InfiniteBatchSampler(10, 4, rank=0, world_size=1, seed=3, start_nimg=24))
-    assert next(later) == next(single)
-    epoch = [InfiniteBatchSampler(10, 4, 0, 1, seed=3).index(i) for i in range(10)]
-    assert sorted(epoch) == list(range(10))

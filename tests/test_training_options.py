@@ -21,7 +21,7 @@ from san_ext import losses
 from san_ext.checkpoint import find_latest, load_training_state
 from san_ext.data import make_digits_dataset
 from san_ext.networks import DiscriminatorConfig, GeneratorConfig
-from san_ext.training import from_json
+from san_ext.training import from_json, to_json
 from san_ext.training.config import DataConfig, LossConfig, OptimConfig, RunConfig, TrainingConfig
 from san_ext.training.loop import run
 from san_ext.training.options import OptionError, TrainOptions, build_config
@@ -115,6 +115,13 @@ def test_older_configs_with_hinge_and_san_true_still_load(tmp_path, digits16):
     assert (d['loss']['name'], d['loss']['san'], d['D']['san']) == ('hinge', True, True)
     cfg = from_json(json.dumps(d))
     assert cfg.loss.spec == 'hinge-san' and cfg.D.san
+
+
+def test_config_json_written_before_synthesis_was_called_cfg_still_reads(tmp_path, digits16):
+    cfg = build_config(TrainOptions(outdir=str(tmp_path), data=str(digits16), metrics=('none',), preset='stylegan3-r'))
+    d = json.loads(to_json(cfg))
+    d['G']['cfg'] = d['G'].pop('synthesis')
+    assert from_json(d) == cfg and cfg.G.synthesis == 'stylegan3-r'
 
 
 def test_loss_config_refuses_a_spec_as_its_name_saying_how_to_write_it():

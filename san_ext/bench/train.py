@@ -100,7 +100,7 @@ def _dataset(case: Case, resolution: int, work: Path) -> Path:
 def _stem_snapshot(case: Case, work: Path) -> Path:
     """The previous stage (random weights) as a network snapshot, for ``--superres --path_stem``."""
     stem = SuperresGenerator.from_configs(case.stage.gen, case.stage.superres[:-1])
-    return save_snapshot(work, stem, cfg=None, cur_nimg=0, name='stem')
+    return save_snapshot(work, stem, config=None, cur_nimg=0, name='stem')
 
 
 def _options(case: Case, work: Path, data: Path, device: str, ticks: int, steps_per_tick: int, seed: int):

@@ -1,7 +1,8 @@
 """Critics for DOT: one score per sample from any ``D(x)`` / ``D(x, c)``, class-label handling, and the adapter that
 turns our projected discriminator (logits per head) into such a critic.
 
-Imports only torch, the standard library and :mod:`san_ext.critic_score` (torch only; the drop-in rule in DESIGN.md).
+Imports only torch, the standard library and :mod:`san_ext.critic_score` (torch only), so DOT works inside someone
+else's checkout.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from san_ext.metrics.weights import file_sha256
+from san_ext.files import file_sha256
 from san_ext.networks import (
     DiscriminatorConfig,
     GeneratorConfig,
@@ -141,7 +141,7 @@ def load(path: PathLike, components: Sequence[str] = COMPONENTS, *, san: Optiona
     if 'D' in components:
         if not isinstance(data.get('D'), Record):
             raise LegacyPickleError(f'{path} has no D network')
-        gen = GeneratorConfig(**spec['cfg']) if spec else None
+        gen = GeneratorConfig.from_dict(spec['cfg']) if spec else None
         res = gen.img_resolution * math.prod(int(s['up_factor']) for s in spec['stages']) if gen else None
         nets['D'], report = convert_discriminator(data['D'], c_dim=gen.c_dim if gen else None, img_resolution=res,
                                                   san=san, strict=strict)
@@ -149,7 +149,8 @@ def load(path: PathLike, components: Sequence[str] = COMPONENTS, *, san: Optiona
         d_cfg = nets['D'].cfg
     if spec is None:
         raise LegacyPickleError(f'{path} has no generator to take the configuration from')
-    config = LegacyConfig(GeneratorConfig(**spec['cfg']), tuple(SuperresConfig(**s) for s in spec['stages']), d_cfg)
+    stages = tuple(SuperresConfig(**s) for s in spec['stages'])
+    config = LegacyConfig(GeneratorConfig.from_dict(spec['cfg']), stages, d_cfg)
     moved = {k: (v.to(device) if v is not None else None) for k, v in nets.items()}
     return LegacyNetworks(G=moved['G'], G_ema=moved['G_ema'], D=moved['D'], config=config, meta=meta)
 

@@ -60,7 +60,7 @@ def main(pkl: str, outdir: Optional[str], name: Optional[str], which: str, check
     cur_nimg = int(cur_nimg[0] if isinstance(cur_nimg, list) else cur_nimg)
     extra = {'legacy_source': nets.meta['source'], 'legacy_sha256': nets.meta['sha256'],
              'legacy_kind': nets.meta['kind'], 'legacy_which': which, 'legacy_report': nets.meta['reports'][which]}
-    path = save_snapshot(outdir, G, cfg=None, cur_nimg=cur_nimg, name=name or Path(pkl).stem, extra=extra)
+    path = save_snapshot(outdir, G, config=None, cur_nimg=cur_nimg, name=name or Path(pkl).stem, extra=extra)
     click.echo(f'wrote {path} and {path.with_suffix(".json").name}')
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from san_ext.networks import GeneratorConfig, SuperresConfig, build_generator
-from san_ext.networks.generator import CFGS
+from san_ext.networks.generator import SYNTHESES
 from san_ext.networks.superres import UP_FACTORS
 
 from .convert import ConversionError, ConversionReport, load_converted
@@ -67,8 +67,8 @@ def _stem_config(mapping: ModuleView, synthesis: ModuleView) -> GeneratorConfig:
         raise ConversionError(f'{synthesis.path} lacks its recorded constructor arguments (_init_kwargs); '
                               'this is not a pickle written by StyleGAN-XL')
     conv_kernel, radial = skw.get('conv_kernel', 3), bool(skw.get('use_radial_filters', False))
-    cfg = 'stylegan3-r' if (conv_kernel, radial) == (1, True) else 'stylegan3-t'
-    k = CFGS[cfg]
+    synthesis = 'stylegan3-r' if (conv_kernel, radial) == (1, True) else 'stylegan3-t'
+    k = SYNTHESES[synthesis]
     base, cmax = skw.get('channel_base', 32768) / k, skw.get('channel_max', 512) / k
     opts = {name: skw.get(name, default) for name, default in _SYNTH_DEFAULTS.items()}
     embed = mapping.child('embed').tensors() if mapping.has_child('embed') else {}
@@ -78,11 +78,11 @@ def _stem_config(mapping: ModuleView, synthesis: ModuleView) -> GeneratorConfig:
         img_channels=int(skw.get('img_channels', 3)), mapping_layers=int(mkw.get('num_layers', 2)),
         embed_dim=int(embed['weight'].shape[1]) if 'weight' in embed else 320,
         mapping_lr_multiplier=float(mkw.get('lr_multiplier', 0.01)),
-        w_avg_beta=float(mkw.get('w_avg_beta', 0.998)), cfg=cfg,
+        w_avg_beta=float(mkw.get('w_avg_beta', 0.998)), synthesis=synthesis,
         channel_base=int(base) if float(base).is_integer() else base,
         channel_max=int(cmax) if float(cmax).is_integer() else cmax,
-        conv_kernel=None if conv_kernel == (1 if cfg == 'stylegan3-r' else 3) else int(conv_kernel),
-        use_radial_filters=None if radial == (cfg == 'stylegan3-r') else radial, **opts)
+        conv_kernel=None if conv_kernel == (1 if synthesis == 'stylegan3-r' else 3) else int(conv_kernel),
+        use_radial_filters=None if radial == (synthesis == 'stylegan3-r') else radial, **opts)
 
 
 def _segments(names: list[str], layers: list[ModuleView]) -> list[list[str]]:
@@ -183,7 +183,7 @@ def convert_generator(record: Any, name: str = 'G', strict: bool = True) -> tupl
     """Our generator (eval mode, frozen) holding the recorded weights, and the conversion report."""
     view = ModuleView(record, name)
     spec = infer_generator_spec(view)
-    cfg = GeneratorConfig(**spec['cfg'])
+    cfg = GeneratorConfig.from_dict(spec['cfg'])
     report = ConversionReport(name)
     tensors = _rename(view.tensors(), cfg, report)
     with torch.device('meta'):

@@ -5,7 +5,14 @@ Importing loads no network and downloads nothing; weight files are looked up whe
 """
 
 from .accumulators import FeatureBank, Reservoir
-from .features import CallableExtractor, FeatureExtractor, get_extractor, list_extractors, register_extractor
+from .features import (
+    CallableExtractor,
+    FeatureExtractor,
+    get_extractor,
+    list_extractors,
+    register_extractor,
+    unregister_extractor,
+)
 from .inception_score import InceptionScoreStats, inception_score
 from .kid import kernel_inception_distance, mmd2_unbiased
 from .manifold import density_coverage, knn_radii, precision_recall
@@ -18,6 +25,7 @@ from .metrics import (
     get_metric,
     list_metrics,
     register_metric,
+    unregister_metric,
     write_result,
 )
 from .stats import StreamingStats, frechet_distance
@@ -28,4 +36,5 @@ __all__ = ['INCEPTION_WEIGHTS', 'VGG16_WEIGHTS', 'CallableExtractor', 'FeatureBa
            'WeightFile', 'WeightsNotFoundError', 'compute_metric', 'compute_metrics', 'density_coverage',
            'find_weights', 'frechet_distance', 'get_extractor', 'get_metric', 'inception_score',
            'kernel_inception_distance', 'knn_radii', 'list_extractors', 'list_metrics', 'mmd2_unbiased',
-           'precision_recall', 'register_extractor', 'register_metric', 'write_result']
+           'precision_recall', 'register_extractor', 'register_metric', 'unregister_extractor', 'unregister_metric',
+           'write_result']

@@ -14,7 +14,7 @@ from typing import Protocol, Union
 import numpy as np
 import torch
 
-from . import distributed
+from san_ext import dist
 
 __all__ = ['Accumulator', 'FeatureBank', 'Reservoir', 'uniform_keys']
 
@@ -111,13 +111,13 @@ class Reservoir:
     def all_reduce(self) -> Reservoir:
         """Keep the ``capacity`` smallest keys over all ranks, sorted by key, on every rank (collective)."""
         keys, feats = torch.from_numpy(self._keys), self.features
-        if distributed.active():
+        if dist.active():
             seen = torch.tensor([self.seen], dtype=torch.int64)
-            self.seen = int(distributed.all_reduce_sum(seen).item())
-            all_keys = distributed.all_gather_rows(keys)
+            self.seen = int(dist.all_reduce_sum(seen).item())
+            all_keys = dist.all_gather_rows(keys)
             threshold = all_keys.kthvalue(min(self.capacity, len(all_keys))).values if len(all_keys) else 0.0
             mine = keys <= threshold
-            keys, feats = distributed.all_gather_rows(keys[mine]), distributed.all_gather_rows(feats[mine])
+            keys, feats = dist.all_gather_rows(keys[mine]), dist.all_gather_rows(feats[mine])
         order = torch.argsort(keys)
         self._keys, self._feats = keys[order].numpy(), feats[order].contiguous()
         return self
@@ -169,7 +169,7 @@ class FeatureBank:
         """Gather every rank's features, ordered by global index, onto every rank (collective)."""
         feats = self.features
         idx = self._indices[0] if self._indices else torch.empty(0, dtype=torch.int64)
-        feats, idx = distributed.all_gather_rows(feats), distributed.all_gather_rows(idx)
+        feats, idx = dist.all_gather_rows(feats), dist.all_gather_rows(idx)
         order = torch.argsort(idx)
         self._chunks, self._indices = [feats[order].contiguous()], [idx[order]]
         return self

@@ -16,12 +16,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
+
+from san_ext.files import write_atomic
 
 __all__ = ['CACHE_VERSION', 'cache_dir', 'cache_path', 'dataset_fingerprint', 'load_entry', 'save_entry']
 
@@ -89,15 +90,11 @@ def load_entry(path: Path, key: dict[str, Any]) -> Optional[dict[str, np.ndarray
 def save_entry(path: Path, key: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` and the key atomically (temp file, fsync, rename), plus a readable ``.json`` of the key."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, 'wb') as f:  # a file object: np.savez would append .npz to a path
             np.savez(f, __key__=np.array(json.dumps(key, sort_keys=True)), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_atomic(path, write)
     path.with_suffix('.json').write_text(json.dumps(key, indent=2, sort_keys=True) + '\n', encoding='utf-8')
     log.info('cached reference %s', path)

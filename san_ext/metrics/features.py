@@ -8,13 +8,14 @@ Built in (weights from local files only, see ``weights.py``):
 - ``vgg16``: torchvision VGG16 (IMAGENET1K_V1) fc2 after ReLU, 4096-d, TF1 bilinear resize to 224 and ImageNet
   normalisation (torch-fidelity 0.4's ``vgg16`` ``fc2_relu`` recipe); for precision/recall and density/coverage.
 
-Anything else: wrap a module in :class:`CallableExtractor` and :func:`register_extractor` a factory for it.
+Anything else: wrap a module in :class:`CallableExtractor` and :func:`register_extractor` a factory for it (the
+digits study registers its ``digits_cnn`` this way when :mod:`san_ext.studies.digits_classifier` is imported; the
+registry itself knows no study).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol, Union, runtime_checkable
@@ -26,7 +27,7 @@ from torch import nn
 from .weights import INCEPTION_WEIGHTS, VGG16_WEIGHTS, WeightFile, find_weights, load_state_dict
 
 __all__ = ['CallableExtractor', 'FeatureExtractor', 'check_images', 'extractor_weights', 'get_extractor',
-           'list_extractors', 'register_extractor']
+           'list_extractors', 'register_extractor', 'unregister_extractor']
 
 PathLike = Union[str, os.PathLike]
 _INSTALL_HINT = 'pip install "torch-fidelity>=0.3" (or pip install -e ".[metrics]")'
@@ -122,8 +123,6 @@ class _Entry:
 
 
 _EXTRACTORS: dict[str, _Entry] = {}
-# Extractors that register themselves when their module is imported; imported on first use by name.
-_PROVIDED_BY = {'digits_cnn': 'san_ext.studies.digits_classifier'}  # the digits study's own classifier
 
 
 def register_extractor(name: str, factory: Optional[Callable[..., FeatureExtractor]] = None, *,
@@ -139,14 +138,18 @@ def register_extractor(name: str, factory: Optional[Callable[..., FeatureExtract
     return add(factory) if factory is not None else add
 
 
+def unregister_extractor(name: str) -> None:
+    """Remove extractor ``name`` from the registry (e.g. a test's own); unknown names fail listing the known ones."""
+    _entry(name)
+    del _EXTRACTORS[name]
+
+
 def list_extractors() -> list[str]:
     """Registered extractor names, sorted."""
-    return sorted(set(_EXTRACTORS) | set(_PROVIDED_BY))
+    return sorted(_EXTRACTORS)
 
 
 def _entry(name: str) -> _Entry:
-    if name not in _EXTRACTORS and name in _PROVIDED_BY:
-        importlib.import_module(_PROVIDED_BY[name])  # registers it
     if name not in _EXTRACTORS:
         raise ValueError(f'unknown feature extractor {name!r}; known: {", ".join(list_extractors())}')
     return _EXTRACTORS[name]

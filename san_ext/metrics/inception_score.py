@@ -14,7 +14,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from . import distributed
+from san_ext import dist
 
 __all__ = ['InceptionScoreStats', 'inception_score']
 
@@ -47,7 +47,7 @@ class InceptionScoreStats:
 
     def all_reduce(self) -> InceptionScoreStats:
         for t in (self.count, self.sum_p, self.sum_plogp):
-            distributed.all_reduce_sum(t)
+            dist.all_reduce_sum(t)
         return self
 
     def scores(self) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Callable, Union
 import numpy as np
 import torch
 
-from . import distributed
+from san_ext import dist
 
 __all__ = ['density_coverage', 'knn_radii', 'precision_recall']
 
@@ -51,10 +51,10 @@ def _blocks(queries: torch.Tensor, refs: torch.Tensor, fn: Callable[[torch.Tenso
 
 def _sharded_rows(n: int, fn: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
     """``fn(start, stop)`` over this rank's rows in batches, concatenated and gathered over ranks in row order."""
-    lo, hi, row_batch = *distributed.shard_range(n), ROW_BATCH
+    lo, hi, row_batch = *dist.shard_range(n), ROW_BATCH
     parts = [fn(s, min(s + row_batch, hi)) for s in range(lo, hi, row_batch)]
     mine = torch.cat(parts) if parts else fn(lo, lo)
-    return distributed.all_gather_rows(mine)
+    return dist.all_gather_rows(mine)
 
 
 def knn_radii(x: ArrayLike, k: int) -> torch.Tensor:

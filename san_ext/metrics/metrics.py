@@ -31,7 +31,9 @@ from typing import Any, Callable, Optional, Union
 
 import torch
 
-from . import cache, distributed
+from san_ext import dist
+
+from . import cache
 from .accumulators import FeatureBank, Reservoir
 from .features import FeatureExtractor, extractor_weights, get_extractor
 from .inception_score import InceptionScoreStats
@@ -41,7 +43,7 @@ from .sampling import accumulate, dataset_images, generated_images
 from .stats import StreamingStats, frechet_distance
 
 __all__ = ['KINDS', 'MetricOptions', 'MetricResult', 'MetricSpec', 'compute_metric', 'compute_metrics', 'get_metric',
-           'list_metrics', 'register_metric', 'write_result']
+           'list_metrics', 'register_metric', 'unregister_metric', 'write_result']
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,12 @@ def register_metric(spec: MetricSpec, overwrite: bool = False) -> MetricSpec:
         raise ValueError(f'metric {spec.name!r} is already registered')
     _METRICS[spec.name] = spec
     return spec
+
+
+def unregister_metric(name: str) -> None:
+    """Remove metric ``name`` from the registry (e.g. a test's own); unknown names fail listing the known ones."""
+    get_metric(name)
+    del _METRICS[name]
 
 
 def list_metrics() -> list[str]:
@@ -218,8 +226,8 @@ def _open_reference(data: Union[PathLike, Sequence], max_ref: Optional[int]) -> 
 
 
 def _all_ranks(flag: bool) -> bool:
-    count = distributed.all_reduce_sum(torch.tensor([int(flag)]))
-    return int(count.item()) == distributed.world_size()
+    count = dist.all_reduce_sum(torch.tensor([int(flag)]))
+    return int(count.item()) == dist.world_size()
 
 
 def _reference(spec: MetricSpec, ext: FeatureExtractor, data, opts: MetricOptions) -> tuple[Any, int]:
@@ -241,9 +249,9 @@ def _reference(spec: MetricSpec, ext: FeatureExtractor, data, opts: MetricOption
     accumulate(dataset_images(dataset, opts.batch_size, opts.num_workers), ext, acc, len(dataset),
                f'{spec.name} reference', opts.device, opts.progress)
     acc.all_reduce()
-    if file is not None and distributed.rank() == 0:
+    if file is not None and dist.rank() == 0:
         cache.save_entry(file, key, acc.state_dict())
-    distributed.barrier()
+    dist.barrier()
     return acc, len(dataset)
 
 
@@ -280,7 +288,7 @@ def compute_metrics(names: Sequence[str], G: Callable, data: Union[PathLike, Seq
         result = MetricResult(metric=spec.name, results=scores, extractor=ext.name, extractor_version=ext.version,
                               resize=ext.resize, num_gen=num_gen, num_ref=num_ref, total_time=time.time() - start,
                               data=None if data is None or not isinstance(data, (str, os.PathLike)) else str(data),
-                              seed=opts.seed, num_gpus=distributed.world_size())
+                              seed=opts.seed, num_gpus=dist.world_size())
         log.info('%s: %s (%.1f s)', spec.name, json.dumps(scores), result.total_time)
         results.append(result)
     return results
@@ -296,7 +304,7 @@ def write_result(result: MetricResult, run_dir: PathLike, network: Optional[str]
                  extra: Optional[dict] = None) -> Optional[Path]:
     """Append ``result`` as one JSON line to ``run_dir/metric-{name}.jsonl`` (rank 0 only; returns the file);
     ``extra`` (JSON-serialisable, e.g. the DOT settings) is stored under its own keys."""
-    if distributed.rank() != 0:
+    if dist.rank() != 0:
         return None
     record = {'results': result.results, **{k: v for k, v in dataclasses.asdict(result).items() if k != 'results'},
               'network': network, **dict(extra or {}), 'timestamp': time.time()}

@@ -13,7 +13,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from . import distributed
+from san_ext import dist
 
 __all__ = ['StreamingStats', 'frechet_distance']
 
@@ -66,11 +66,11 @@ class StreamingStats:
 
     def all_reduce(self) -> StreamingStats:
         """Sum the statistics of every rank (collective: call on all ranks; no-op in one process)."""
-        if distributed.active():
+        if dist.active():
             n = torch.tensor([float(self.n)], dtype=torch.float64, device=self.sum.device)
-            distributed.all_reduce_sum(n)
-            distributed.all_reduce_sum(self.sum)
-            distributed.all_reduce_sum(self.sum_outer)
+            dist.all_reduce_sum(n)
+            dist.all_reduce_sum(self.sum)
+            dist.all_reduce_sum(self.sum_outer)
             self.n = int(round(n.item()))
         return self
 

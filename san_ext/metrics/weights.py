@@ -8,7 +8,6 @@ torch hub's checkpoint cache ``$TORCH_HOME/hub/checkpoints`` (default ``~/.cache
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -17,9 +16,10 @@ from typing import Optional, Union
 
 import torch
 
-from . import distributed
+from san_ext import dist
+from san_ext.files import file_sha256
 
-__all__ = ['INCEPTION_WEIGHTS', 'VGG16_WEIGHTS', 'WeightFile', 'WeightsNotFoundError', 'file_sha256', 'find_weights',
+__all__ = ['INCEPTION_WEIGHTS', 'VGG16_WEIGHTS', 'WeightFile', 'WeightsNotFoundError', 'find_weights',
            'load_state_dict', 'search_dirs']
 
 log = logging.getLogger(__name__)
@@ -92,15 +92,6 @@ def find_weights(spec: WeightFile, explicit: Optional[PathLike] = None) -> Path:
         f'Searched: {searched}')
 
 
-def file_sha256(path: PathLike, chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_state_dict(spec: WeightFile, path: Path) -> tuple[dict, str]:
     """(state dict, SHA-256) of a weight file, loaded with ``weights_only=True`` so the file cannot run code.
 
@@ -108,7 +99,7 @@ def load_state_dict(spec: WeightFile, path: Path) -> tuple[dict, str]:
     computed with it are not comparable with published numbers.
     """
     sha = file_sha256(path)
-    if not sha.startswith(spec.sha256_prefix) and distributed.rank() == 0:
+    if not sha.startswith(spec.sha256_prefix) and dist.rank() == 0:
         log.warning('%s has SHA-256 %s..., not the published %s...: scores will not match published numbers',
                     path, sha[:8], spec.sha256_prefix)
     try:

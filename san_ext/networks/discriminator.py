@@ -2,7 +2,7 @@
 
 Per backbone: DiffAugment (training mode only) -> frozen timm backbone -> random frozen CCM/CSM projection ->
 4 trainable mini-discriminators. The logit maps of all mini-discriminators of all backbones are flattened and
-concatenated into one tensor [B, N]; with SAN heads and ``flg_train=True`` the pair ``(fun, dir)`` (docs/SAN.md).
+concatenated into one tensor [B, N]; with SAN heads and ``flg_train=True`` the pair ``(fun, dir)`` (san_ext.layers).
 Only the mini-discriminators train. After each D optimizer step call ``san_ext.layers.normalize_san_weights(D)``.
 
 Unlike upstream, which returns a Python list with one entry per (backbone, sample), ``forward`` returns tensors;

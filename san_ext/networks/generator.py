@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -20,19 +21,19 @@ from .filters import band_schedule, layer_specs
 from .mapping import MappingNetwork
 from .synthesis import LayerOptions, SynthesisInput, SynthesisLayer, SynthesisNetwork
 
-__all__ = ['CFGS', 'Generator', 'GeneratorConfig', 'build_synthesis']
+__all__ = ['SYNTHESES', 'Generator', 'GeneratorConfig', 'build_synthesis']
 
-# Width multiplier applied to --cbase/--cmax: StyleGAN-XL doubles both for its StyleGAN3 generators, and config R
-# doubles them once more (as StyleGAN3 does for R).
-CFGS = {'stylegan3-t': 2, 'stylegan3-r': 4}
+# Synthesis variant (StyleGAN-XL's --cfg) -> width multiplier applied to --cbase/--cmax: StyleGAN-XL doubles both
+# for its StyleGAN3 generators, and R doubles them once more (as StyleGAN3 does for R).
+SYNTHESES = {'stylegan3-t': 2, 'stylegan3-r': 4}
 
 
 @dataclass(frozen=True)
 class GeneratorConfig:
     """Generator options; names follow StyleGAN-XL's train.py (``channel_base`` = ``--cbase``, ``num_layers`` =
     ``--syn_layers``). Layer widths are ``rint(min(k * channel_base / 2 / f_c, k * channel_max))`` with
-    ``k = CFGS[cfg]`` (2 for T, 4 for R), so the defaults give 1024-channel T layers as upstream.
-    ``conv_kernel`` and ``use_radial_filters`` default from ``cfg`` (T: 3 and False; R: 1 and True).
+    ``k = SYNTHESES[synthesis]`` (2 for T, 4 for R), so the defaults give 1024-channel T layers as upstream.
+    ``conv_kernel`` and ``use_radial_filters`` default from ``synthesis`` (T: 3 and False; R: 1 and True).
     """
 
     img_resolution: int
@@ -44,7 +45,7 @@ class GeneratorConfig:
     embed_dim: int = 320                # class embedding width (lite0's last stage in upstream)
     mapping_lr_multiplier: float = 0.01
     w_avg_beta: float = 0.998
-    cfg: str = 'stylegan3-t'
+    synthesis: str = 'stylegan3-t'      # StyleGAN3 variant, upstream's --cfg: 'stylegan3-t' or 'stylegan3-r'
     channel_base: int = 32768
     channel_max: int = 512
     num_layers: int = 14
@@ -66,8 +67,8 @@ class GeneratorConfig:
         res = self.img_resolution
         if not isinstance(res, numbers.Integral) or isinstance(res, bool) or res < 8 or res & (res - 1):
             raise ValueError(f'img_resolution must be a power of 2 >= 8 (8, 16, 32, ..., 1024), got {res!r}')
-        if self.cfg not in CFGS:
-            raise ValueError(f'unknown generator cfg {self.cfg!r}; known: {", ".join(sorted(CFGS))} '
+        if self.synthesis not in SYNTHESES:
+            raise ValueError(f'unknown synthesis {self.synthesis!r}; known: {", ".join(sorted(SYNTHESES))} '
                              '(stylegan2 is not implemented)')
         if self.num_layers <= self.num_critical:
             raise ValueError(f'num_layers ({self.num_layers}) must exceed num_critical ({self.num_critical})')
@@ -79,11 +80,11 @@ class GeneratorConfig:
 
     @property
     def width_multiplier(self) -> int:
-        return CFGS[self.cfg]
+        return SYNTHESES[self.synthesis]
 
     @property
     def layer_options(self) -> LayerOptions:
-        is_r = self.cfg == 'stylegan3-r'
+        is_r = self.synthesis == 'stylegan3-r'
         return LayerOptions(
             conv_kernel=self.conv_kernel if self.conv_kernel is not None else (1 if is_r else 3),
             filter_size=self.filter_size, lrelu_upsampling=self.lrelu_upsampling,
@@ -92,6 +93,20 @@ class GeneratorConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @staticmethod
+    def upgrade(values: Mapping[str, Any]) -> dict:
+        """:meth:`to_dict` output in today's field names: sidecars and configs written before ``synthesis`` was
+        renamed from ``cfg`` still load."""
+        values = dict(values)
+        if 'cfg' in values and 'synthesis' not in values:
+            values['synthesis'] = values.pop('cfg')
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> GeneratorConfig:
+        """Inverse of :meth:`to_dict` (older field names included, see :meth:`upgrade`)."""
+        return cls(**cls.upgrade(values))
 
 
 def build_synthesis(cfg: GeneratorConfig) -> SynthesisNetwork:

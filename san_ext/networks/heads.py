@@ -6,11 +6,12 @@ then maps the 512-channel result to a logit map with a 4x4 valid conv. The last 
 
 - unconditional SAN: ``SANConv2d(512, 1, 4)``, the unit-norm direction omega is the whole 512x4x4 kernel;
 - conditional SAN: ``h = cls(main(x))`` (spectral-norm conv 512 -> 64) projected onto the class vector of a
-  ``SANEmbedding``; fun = <h, s_c omega_c^-> / sqrt(64), dir = <h^-, s_c^- omega_c> / sqrt(64) (docs/SAN.md);
+  ``SANEmbedding``; fun = <h, s_c omega_c^-> / sqrt(64), dir = <h^-, s_c^- omega_c> / sqrt(64) (sony/san's head);
 - plain (non-SAN) heads for comparison: a spectral-norm conv 512 -> 1, or the projection onto
   ``embed_proj(embed(c))`` (embedding c_dim x 320 then a 320 -> 64 equalized-lr linear with leaky ReLU).
 
-This module imports only torch, the standard library and ``san_ext.layers`` (the drop-in rule in DESIGN.md).
+This module imports only torch, the standard library and ``san_ext.layers`` (the drop-in rule: it works inside
+someone else's checkout).
 """
 
 from __future__ import annotations

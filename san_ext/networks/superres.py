@@ -133,6 +133,6 @@ def generator_spec(G: nn.Module) -> dict:
 
 def build_generator(spec: Mapping) -> Union[Generator, SuperresGenerator]:
     """A randomly initialised generator of the architecture in ``spec`` (see :func:`generator_spec`)."""
-    cfg = GeneratorConfig(**spec['cfg'])
+    cfg = GeneratorConfig.from_dict(spec['cfg'])
     stages = [SuperresConfig(**s) for s in spec.get('stages', [])]
     return SuperresGenerator.from_configs(cfg, stages) if stages else Generator(cfg)

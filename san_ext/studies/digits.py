@@ -1,6 +1,6 @@
 """Digits study, GAN vs SAN, with and without latent DOT: ``python -m san_ext.studies.digits``.
 
-The comparison of the MNIST student study in SAN.md (vanilla GAN, WGAN, hinge, SAN; FID with precision and
+The comparison of the SAN paper's MNIST study (vanilla GAN, WGAN, hinge, SAN; FID with precision and
 recall) on real handwritten digits that ship with scikit-learn (1,797 8x8 images), then each model again with
 latent discriminator optimal transport (Tanaka et al. 2019, ``san_ext.dot``). Scores use the features of a
 digits classifier that the project trains itself (:mod:`san_ext.studies.digits_classifier`, 98.9 % held-out
@@ -26,7 +26,7 @@ Setup, fixed before any comparison and identical for every variant (the reasons)
   in the train split's proportions at evaluation. DOT then uses per-class k_eff.
 - DOT: ``latent_space_dot`` with SGD, lr 0.01, 30 steps, the sphere projection of the normal prior, k_eff estimated
   from 100 random pairs of the evaluation latents (per class when conditional): the DOT paper's conditional
-  defaults (execute_dot_cond.py; SAN.md: "SGD lr 0.01, 10 to 30 steps for images"), not tuned here.
+  defaults (execute_dot_cond.py; the DOT paper: SGD lr 0.01, 10 to 30 steps for images), not tuned here.
 - Evaluation: after the last step (no EMA, no checkpoint selection), 1,347 samples from fixed latents vs the
   train split; the same latents are transported by DOT.
 

@@ -46,8 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from san_ext.data import load_digits_images
+from san_ext.files import file_sha256
 from san_ext.metrics import CallableExtractor, FeatureExtractor, register_extractor
-from san_ext.metrics.weights import file_sha256
 
 from .common import single_thread
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from san_ext.images import to_uint8_rgb
 from san_ext.metrics import StreamingStats, frechet_distance, precision_recall
 
 from .digits_classifier import DigitsCNN, digits_cnn, digits_data, load_classifier, split_indices
@@ -36,8 +37,9 @@ PR_K = 3
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Generated images in [-1, 1] [N, 1, H, W] -> uint8 RGB [N, 3, H, W] (grey repeated), StyleGAN's rounding."""
-    return (x.detach() * 127.5 + 128).clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    """Generated images in [-1, 1] [N, 1, H, W] -> uint8 RGB [N, 3, H, W] (grey repeated), StyleGAN's rounding
+    (:func:`san_ext.images.to_uint8_rgb`)."""
+    return to_uint8_rgb(x).contiguous()
 
 
 @dataclass(frozen=True)

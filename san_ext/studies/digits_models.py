@@ -109,7 +109,7 @@ class ProjectionD(nn.Module):
     spectrally normalised embedding (GAN), or <h(x), s_c omega_c> / sqrt(d) with a SANEmbedding (``san=True``).
 
     With ``san``, ``forward(x, c, flg_train=True)`` returns (fun, dir) with fun = <h, s_c omega_c^-> / sqrt(d) and
-    dir = <h^-, s_c^- omega_c> / sqrt(d) (SAN.md, conditional head).
+    dir = <h^-, s_c^- omega_c> / sqrt(d) (sony/san's conditional head, as :mod:`san_ext.networks.heads`).
     """
 
     def __init__(self, width: int = 32, num_classes: int = 10, san: bool = False) -> None:

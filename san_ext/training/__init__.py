@@ -1,4 +1,4 @@
-"""The StyleGAN-XL training pipeline with SAN: config, loss phases, loop, distributed helpers, statistics.
+"""The StyleGAN-XL training pipeline with SAN: options, config, loss phases, loop, statistics.
 
 Importing this package loads only the config; ``san_ext.training.loop.run(cfg)`` is the entry point of
 ``train.py``.

@@ -19,10 +19,10 @@ from typing import Optional
 import torch
 from torch import nn
 
+from san_ext import dist
 from san_ext.critic_score import blur
 from san_ext.diagnostics import san_alignment
 
-from . import distributed
 from .loss import ProjectedGANLoss, frozen_spectral_norm
 
 __all__ = ['MAX_IMAGES', 'PREFIX', 'alignment_fields', 'head_name', 'measure', 'tick_alignment']
@@ -69,7 +69,7 @@ def alignment_fields(values: dict[str, float], device: Optional[torch.device] = 
     if not names:
         return {}
     local = torch.tensor([values[n] for n in names], dtype=torch.float64, device=device)
-    mean = distributed.all_reduce_mean(local).tolist()
+    mean = dist.all_reduce_mean(local).tolist()
     fields = {PREFIX + head_name(n): v for n, v in zip(names, mean)}
     finite = [v for v in mean if math.isfinite(v)]
     fields[PREFIX + 'mean'] = sum(finite) / len(finite) if finite else math.nan

@@ -1,9 +1,7 @@
-"""Setup pieces of the training loop: run directory, data stream, networks, optimizers, classifier.
+"""Setup pieces of the training loop: run directory, data stream, networks, optimizers, metrics.
 
-The data stream is stateless: the global order is a fresh permutation per epoch drawn from (seed, epoch), and the
-batch that starts at image ``cur_nimg`` is positions ``cur_nimg .. cur_nimg + batch - 1`` of that stream, rank r
-taking its contiguous share. A resumed run therefore reads exactly the images it would have read, and N ranks read
-the same images as one process with the same global batch.
+The data order is :class:`san_ext.data.InfiniteBatchSampler`'s (a function of seed and ``cur_nimg``), so a resumed
+run reads exactly the images it would have read.
 """
 
 from __future__ import annotations
@@ -13,22 +11,24 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Optional
 
-import numpy as np
 import torch
 from torch import nn
 
+import san_ext.metrics as metrics
+from san_ext import dist
 from san_ext.checkpoint import find_latest, load_generator, read_generator_spec
+from san_ext.data import InfiniteBatchSampler, open_dataset
 from san_ext.layers import normalize_san_weights
+from san_ext.metrics.features import extractor_weights
 from san_ext.networks import Generator, ProjectedDiscriminator, SuperresGenerator
 
-from . import distributed
 from .config import TrainingConfig
 
-__all__ = ['InfiniteBatchSampler', 'MetricsUnavailableError', 'build_networks', 'build_optimizers', 'load_stem',
-           'make_loader', 'metric_module', 'open_training_data', 'reinit_stem', 'resolve_run_dir', 'stem_spec',
-           'trainable']
+__all__ = ['MetricsUnavailableError', 'build_networks', 'build_optimizers', 'load_stem', 'make_loader',
+           'metric_module', 'open_training_data', 'reinit_stem', 'resolve_run_dir', 'stem_spec', 'trainable']
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +36,14 @@ _RUN_DIR = re.compile(r'^(\d+)-(.*)$')
 
 
 class MetricsUnavailableError(RuntimeError):
-    """Metrics were requested but ``san_ext.metrics`` (or the metric) is not available."""
+    """A requested metric is not registered, or its feature extractor's weights are missing."""
 
 
-def metric_module(names: tuple[str, ...]):
+def metric_module(names: tuple[str, ...]) -> Optional[ModuleType]:
     """The ``san_ext.metrics`` package when metrics are requested (None for ``--metrics none``). Fails at startup,
-    not after hours of training, when the package, a metric or its feature-extractor weights are missing."""
+    not after hours of training, when a metric or its feature-extractor weights are missing."""
     if not names:
         return None
-    try:
-        import san_ext.metrics as metrics
-        from san_ext.metrics.features import extractor_weights
-    except ImportError as e:
-        raise MetricsUnavailableError(f'{",".join(names)} requested, but san_ext.metrics is not available in this '
-                                      f'installation ({e}); train with --metrics none') from e
     for name in names:
         try:
             spec = metrics.get_metric(name)
@@ -112,42 +106,12 @@ def resolve_run_dir(cfg: TrainingConfig, create: bool = True) -> tuple[Path, Opt
 
 def open_training_data(cfg: TrainingConfig):
     """The dataset of ``cfg.data`` through ``san_ext.data.open_dataset``."""
-    from san_ext.data import open_dataset
-
     d = cfg.data
     return open_dataset(d.path, use_labels=d.cond, xflip=d.mirror, max_size=d.max_size,
                         resolution=d.resolution or None)
 
 
-class InfiniteBatchSampler(torch.utils.data.Sampler):
-    """This rank's index lists of consecutive global batches, from image ``start_nimg`` on, forever."""
-
-    def __init__(self, size: int, batch: int, rank: int, world_size: int, seed: int, start_nimg: int = 0) -> None:
-        if size < 1 or batch % world_size:
-            raise ValueError(f'need a non-empty dataset and batch divisible by world size, got {size}, {batch}, '
-                             f'{world_size}')
-        self.size, self.batch, self.rank, self.world_size = size, batch, rank, world_size
-        self.seed, self.start_nimg = seed, start_nimg
-        self._perms: dict[int, np.ndarray] = {}
-
-    def index(self, pos: int) -> int:
-        """Dataset index at global stream position ``pos``."""
-        epoch, offset = divmod(pos, self.size)
-        if epoch not in self._perms:
-            if len(self._perms) > 1:
-                self._perms.pop(min(self._perms))
-            self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.size)
-        return int(self._perms[epoch][offset])
-
-    def __iter__(self) -> Iterator[list[int]]:
-        per_rank = self.batch // self.world_size
-        pos = self.start_nimg + self.rank * per_rank
-        while True:
-            yield [self.index(pos + j) for j in range(per_rank)]
-            pos += self.batch
-
-
-def make_loader(dataset, cfg: TrainingConfig, env: distributed.DistEnv, start_nimg: int) -> Iterator:
+def make_loader(dataset, cfg: TrainingConfig, env: dist.DistEnv, start_nimg: int) -> Iterator:
     """An endless iterator of (uint8 images [B/gpus, C, H, W], labels [B/gpus, label_dim]) for this rank."""
     sampler = InfiniteBatchSampler(len(dataset), cfg.run.batch, env.rank, env.world_size, cfg.run.seed, start_nimg)
     workers = cfg.data.workers
@@ -186,7 +150,7 @@ def build_networks(cfg: TrainingConfig, device: torch.device) -> tuple[nn.Module
     D = ProjectedDiscriminator(cfg.D)
     normalize_san_weights(D)
     if cfg.run.sync_bn:
-        D = distributed.convert_sync_batchnorm(D)
+        D = dist.convert_sync_batchnorm(D)
     G = G.to(device).train()
     D = D.to(device).train()
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)

@@ -186,7 +186,7 @@ class TrainingConfig:
 class Recipe:
     """A named training recipe (``--cfg``): the synthesis variant and the fixed settings of StyleGAN-XL."""
 
-    synthesis: str = 'stylegan3-t'      # GeneratorConfig.cfg
+    synthesis: str = 'stylegan3-t'      # GeneratorConfig.synthesis
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     diffaug: str = 'color,translation,cutout'
@@ -214,6 +214,8 @@ def to_json(cfg: TrainingConfig) -> str:
 def _build(cls: type, values: Optional[dict[str, Any]]):
     if values is None:
         return None
+    if cls is GeneratorConfig:
+        values = GeneratorConfig.upgrade(values)  # configs written before its `cfg` became `synthesis`
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from san_ext import dist, images
 from san_ext.checkpoint import (
     SNAPSHOT_PREFIX,
     STATE_PREFIX,
@@ -40,7 +41,7 @@ from san_ext.checkpoint import (
 from san_ext.layers import normalize_san_weights
 from san_ext.networks import summary
 
-from . import alignment, build, distributed, images
+from . import alignment, build
 from .config import TrainingConfig, to_json
 from .loss import ProjectedGANLoss, build_classifier, frozen_spectral_norm, refresh_spectral_norm
 from .stats import Stats, TickLog
@@ -76,7 +77,7 @@ class _Chunk:
 @dataclass
 class _Trainer:
     cfg: TrainingConfig
-    env: distributed.DistEnv
+    env: dist.DistEnv
     run_dir: Path
     dataset: object
     G: nn.Module
@@ -101,29 +102,40 @@ class _Trainer:
 # Entry point.
 
 def run(cfg: TrainingConfig) -> Path:
-    """Train according to ``cfg`` (one process or one torchrun rank); returns the run directory."""
-    env = distributed.init(cfg.run.device)
+    """Train according to ``cfg`` (one process or one torchrun rank); returns the run directory. The
+    ``torch.backends`` switches it sets are restored when it returns or raises."""
+    env = dist.init(cfg.run.device)
     try:
-        t = _setup(cfg, env)
-        _iterate(t)
-        return t.run_dir
+        with _backend_flags():
+            t = _setup(cfg, env)
+            _iterate(t)
+            return t.run_dir
     finally:
-        distributed.shutdown()
+        dist.shutdown()
+
+
+@contextlib.contextmanager
+def _backend_flags() -> Iterator[None]:
+    """cudnn autotuning on and TF32 off for G and D (as upstream) while training; the caller's values after."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32
+    cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = True, False, False
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
 # =================================================================================================================
 # Setup.
 
-def _setup(cfg: TrainingConfig, env: distributed.DistEnv) -> _Trainer:
+def _setup(cfg: TrainingConfig, env: dist.DistEnv) -> _Trainer:
     if env.world_size != cfg.run.gpus:
         raise ValueError(f'--gpus {cfg.run.gpus} but {env.world_size} processes are running; launch with '
                          f'torchrun --nproc_per_node {cfg.run.gpus} or let train.py relaunch itself')
     if cfg.run.sync_bn and env.world_size > 1 and env.device.type != 'cuda':
         raise ValueError('--sync-bn needs CUDA GPUs (SyncBatchNorm has no CPU/gloo path); drop --sync-bn')
     metrics = build.metric_module(cfg.run.metrics)
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = False  # as upstream: TF32 off for G and D
-    torch.backends.cudnn.allow_tf32 = False
     run_dir, resume = _run_dir(cfg, env)
     dataset = build.open_training_data(cfg)
     G, D, G_ema = build.build_networks(cfg, env.device)
@@ -136,14 +148,14 @@ def _setup(cfg: TrainingConfig, env: distributed.DistEnv) -> _Trainer:
         _load_state(t, resume)
     build.reinit_stem(cfg, G, G_ema)
     for module in (G, D, G_ema):
-        distributed.broadcast_module(module)
+        dist.broadcast_module(module)
     if env.is_main:
         _print_summaries(t)
         _write_config(t, resume)
     return t
 
 
-def _run_dir(cfg: TrainingConfig, env: distributed.DistEnv) -> tuple[Path, Optional[Path]]:
+def _run_dir(cfg: TrainingConfig, env: dist.DistEnv) -> tuple[Path, Optional[Path]]:
     """Rank 0 picks (and creates) the run directory and the resume file; the others receive them (or its error,
     so that no rank waits for a choice that failed)."""
     picked: object = None
@@ -152,7 +164,7 @@ def _run_dir(cfg: TrainingConfig, env: distributed.DistEnv) -> tuple[Path, Optio
             picked = build.resolve_run_dir(cfg)
         except (OSError, ValueError) as e:
             picked = e
-    picked = distributed.broadcast_object(picked)
+    picked = dist.broadcast_object(picked)
     if isinstance(picked, Exception):
         raise picked
     run_dir, resume = picked
@@ -188,11 +200,11 @@ def _print_summaries(t: _Trainer) -> None:
     c = torch.zeros([2, G.c_dim], device=dev) if G.c_dim else None
     if c is not None:
         c[:, 0] = 1
-    distributed.print0(summary(G, z, c, max_depth=2))
+    dist.print0(summary(G, z, c, max_depth=2))
     img = torch.zeros([2, G.img_channels, G.img_resolution, G.img_resolution], device=dev)
     D.eval()
     try:
-        distributed.print0(summary(D, img, c, max_depth=2))
+        dist.print0(summary(D, img, c, max_depth=2))
     finally:
         D.train()
 
@@ -200,7 +212,7 @@ def _print_summaries(t: _Trainer) -> None:
 def _write_config(t: _Trainer, resume: Optional[Path]) -> None:
     (t.run_dir / 'config.json').write_text(to_json(t.cfg))
     cfg = t.cfg
-    distributed.print0(f'run dir: {t.run_dir}\n'
+    dist.print0(f'run dir: {t.run_dir}\n'
                        f'data: {cfg.data.path} ({len(t.dataset)} images, {cfg.data.resolution}px, '
                        f'{cfg.data.label_dim} classes)\n'
                        f'batch {cfg.run.batch} = {cfg.run.gpus} x {cfg.run.chunks_per_rank} x {cfg.run.batch_gpu}; '
@@ -257,7 +269,7 @@ def _split(t: _Trainer, real_img: torch.Tensor, real_c: torch.Tensor) -> list[_C
 
 def _rng(t: _Trainer, chunk: _Chunk, phase: int) -> torch.Generator:
     """The random stream of one chunk in one phase of the step at ``cur_nimg`` (same on any number of ranks)."""
-    seed = distributed.seed_for(t.cfg.run.seed, t.progress.cur_nimg, chunk.index, phase)
+    seed = dist.seed_for(t.cfg.run.seed, t.progress.cur_nimg, chunk.index, phase)
     return torch.Generator().manual_seed(seed)
 
 
@@ -281,14 +293,14 @@ def _backward(t: _Trainer, out, n_chunks: int) -> torch.Tensor:
 
 def _step(t: _Trainer, phase: str, opt: torch.optim.Optimizer, params: list, loss: torch.Tensor) -> None:
     """Average gradients over ranks and step; a non-finite loss (on any rank) stops the run first."""
-    value = float(distributed.all_reduce_mean(loss.reshape(1)).item())
+    value = float(dist.all_reduce_mean(loss.reshape(1)).item())
     if not math.isfinite(value):
         p = t.progress
         last = t.last_checkpoint or 'none (no training state written yet)'
         raise NonFiniteLossError(f'{phase} loss is {value} at step {p.batch_idx} (cur_nimg={p.cur_nimg}, '
                                  f'kimg {p.cur_nimg / 1000:.3f}); last good checkpoint: {last}. Resume from it with '
                                  f'--resume latest (same run dir) or --resume PATH, e.g. with a lower --glr/--dlr')
-    distributed.all_reduce_grads(params)
+    dist.all_reduce_grads(params)
     opt.step()
 
 
@@ -322,7 +334,7 @@ def _g_pl_phase(t: _Trainer, chunks: list[_Chunk]) -> None:
         total += _backward(t, out, len(chunks))
         lengths.append(chunk_lengths.mean())
     _step(t, 'G path-length', t.opt_G, params, total)
-    t.loss.update_pl_mean(distributed.all_reduce_mean(torch.stack(lengths).mean()))
+    t.loss.update_pl_mean(dist.all_reduce_mean(torch.stack(lengths).mean()))
 
 
 def _d_phase(t: _Trainer, chunks: list[_Chunk]) -> None:
@@ -426,12 +438,12 @@ def _snapshot(t: _Trainer, grid_z, grid_c, grid) -> None:
     if t.env.is_main:
         images.save_grid(images.generate(t.G_ema, grid_z, grid_c), t.run_dir / f'fakes{kimg_name}.png', grid)
         save_snapshot(t.run_dir, t.G_ema, cfg_dict, p.cur_nimg)
-        save_training_state(t.run_dir, G=t.G, D=t.D, G_ema=t.G_ema, opt_G=t.opt_G, opt_D=t.opt_D, cfg=cfg_dict,
+        save_training_state(t.run_dir, G=t.G, D=t.D, G_ema=t.G_ema, opt_G=t.opt_G, opt_D=t.opt_D, config=cfg_dict,
                             progress={**dataclasses.asdict(p), 'batch': cfg.run.batch},
                             extra={'pl_mean': t.loss.pl_mean, 'best': t.best}, critic=t.loss.score)
         prune_checkpoints(t.run_dir, cfg.run.keep_states)
     t.last_checkpoint = t.run_dir / f'{checkpoint_name(STATE_PREFIX, p.cur_nimg)}.safetensors'
-    distributed.barrier()
+    dist.barrier()
     if t.metrics is not None:
         _evaluate(t)
 

@@ -1,6 +1,6 @@
 """Projected-GAN loss phases of the StyleGAN-XL recipe, for any loss in ``san_ext.losses`` (and its SAN form).
 
-StyleGAN-XL (Sauer et al. 2022) Sec. 3-4 and the notes in reference/stylegan_xl.md Sec. 6:
+StyleGAN-XL (Sauer et al. 2022) Sec. 3-4 and upstream ``training/loss.py`` (``ProjectedGANLoss``):
 - D inputs (real and fake) are blurred by a Gaussian whose sigma fades from 2 to 0 over the first 300 kimg;
 - the adversarial loss is applied per logit; each (image, backbone) pair is averaged over that backbone's logits,
   and the pairs are summed (``reduction='sum'``, upstream) or averaged (``'mean'``);

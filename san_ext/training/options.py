@@ -2,7 +2,7 @@
 
 Every check that needs the data or the stem checkpoint lives here, and each failure is an :class:`OptionError`
 naming the flag and the fix; ``train.py`` turns it into a ``click.ClickException``. Option names and defaults are
-StyleGAN-XL's (reference/stylegan_xl.md Sec. 2). Defaults are written once: :class:`TrainOptions` takes them from
+StyleGAN-XL's (upstream ``train.py``). Defaults are written once: :class:`TrainOptions` takes them from
 the config sections they end up in (CLI-only options keep theirs here), and ``train.py``'s click options read
 them from :class:`TrainOptions`.
 """
@@ -42,7 +42,7 @@ class TrainOptions:
 
     outdir: str
     data: str
-    cfg: str = TrainingConfig.preset
+    preset: str = TrainingConfig.preset  # --cfg
     gpus: int = RunConfig.gpus
     batch: int = RunConfig.batch
     batch_gpu: Optional[int] = None     # None: batch / gpus
@@ -80,9 +80,9 @@ class TrainOptions:
 
 def build_config(o: TrainOptions) -> TrainingConfig:
     """Validate ``o`` against the data (and the stem for ``--superres``) and build the run's config."""
-    if o.cfg not in PRESETS:
-        raise OptionError('--cfg', f'unknown recipe {o.cfg!r}; known: {", ".join(PRESETS)}')
-    recipe = PRESETS[o.cfg]
+    if o.preset not in PRESETS:
+        raise OptionError('--cfg', f'unknown recipe {o.preset!r}; known: {", ".join(PRESETS)}')
+    recipe = PRESETS[o.preset]
     try:
         loss_name, san = losses.parse_spec(o.loss)
     except ValueError as e:
@@ -106,7 +106,7 @@ def build_config(o: TrainOptions) -> TrainingConfig:
     run = RunConfig(outdir=o.outdir, desc=_describe(o, data), seed=o.seed, gpus=o.gpus, batch=o.batch,
                     batch_gpu=batch_gpu, kimg=o.kimg, tick=o.tick, snap=o.snap, metrics=_metrics(o.metrics),
                     device=o.device, resume=o.resume, sync_bn=o.sync_bn, keep_states=o.keep_states)
-    return TrainingConfig(run=run, data=data, G=G, D=D, loss=loss, optim=optim, superres=superres, preset=o.cfg)
+    return TrainingConfig(run=run, data=data, G=G, D=D, loss=loss, optim=optim, superres=superres, preset=o.preset)
 
 
 def _check_batch(o: TrainOptions) -> int:
@@ -141,7 +141,7 @@ def _generator_config(o: TrainOptions, data: DataConfig, synthesis: str) -> Gene
                                     'rebuild the data with dataset_tool.py --resolution 16')
     try:
         return GeneratorConfig(img_resolution=data.resolution, c_dim=data.label_dim, img_channels=data.channels,
-                               cfg=synthesis, channel_base=o.cbase, channel_max=o.cmax, num_layers=o.syn_layers,
+                               synthesis=synthesis, channel_base=o.cbase, channel_max=o.cmax, num_layers=o.syn_layers,
                                num_fp16_res=0 if o.fp32 else 4, conv_clamp=None if o.fp32 else 256)
     except ValueError as e:
         raise OptionError('--syn_layers', str(e)) from e
@@ -158,7 +158,7 @@ def _stem_config(o: TrainOptions, data: DataConfig) -> GeneratorConfig:
         spec = stem_spec(o.path_stem)
     except (CheckpointError, ValueError) as e:
         raise OptionError('--path_stem', str(e)) from e
-    stem = GeneratorConfig(**spec['cfg'])
+    stem = GeneratorConfig.from_dict(spec['cfg'])
     stem_res = stem.img_resolution * math.prod(int(s['up_factor']) for s in spec.get('stages', []))
     if stem_res * o.up_factor != data.resolution:
         raise OptionError('--up_factor', f'the data is {data.resolution}px but the stem makes {stem_res}px x '
@@ -184,5 +184,5 @@ def _describe(o: TrainOptions, data: DataConfig) -> str:
     """``{cfg}-{dataset}-gpus{N}-batch{B}[-desc]`` as StyleGAN-XL names its runs."""
     name = Path(o.data).name
     name = name[:-4] if name.endswith('.zip') else name
-    desc = f'{o.cfg}-{name}-gpus{o.gpus}-batch{o.batch}'
+    desc = f'{o.preset}-{name}-gpus{o.gpus}-batch{o.batch}'
     return f'{desc}-{o.desc}' if o.desc else desc

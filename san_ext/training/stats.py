@@ -16,7 +16,7 @@ from typing import Optional, Union
 import torch
 from tqdm import tqdm
 
-from . import distributed
+from san_ext import dist
 
 __all__ = ['Stats', 'TickLog', 'format_postfix']
 
@@ -48,7 +48,7 @@ class Stats:
         sums = torch.stack([self._sums.get(n, torch.zeros([], dtype=torch.float64, device=self.device))
                             for n in names]) if names else torch.zeros([0], dtype=torch.float64, device=self.device)
         counts = torch.tensor([float(self._counts.get(n, 0)) for n in names], dtype=torch.float64, device=self.device)
-        both = distributed.all_reduce_mean(torch.cat([sums, counts]))
+        both = dist.all_reduce_mean(torch.cat([sums, counts]))
         sums, counts = both[:len(names)], both[len(names):]
         self._sums.clear()
         self._counts.clear()
@@ -56,9 +56,9 @@ class Stats:
 
 
 def _gather_names(names: list[str]) -> list[list[str]]:
-    if distributed.world_size() == 1:
+    if dist.world_size() == 1:
         return [names]
-    out: list = [None] * distributed.world_size()
+    out: list = [None] * dist.world_size()
     torch.distributed.all_gather_object(out, names)
     return out
 

@@ -2,7 +2,7 @@
 
 Two modes: per output row (h [N, D], weight [O, D], scale [O] -> [N, O]), as SANLinear, and per class row
 (class_ids [N], weight [C, D], scale [C] or sony/san's [C, 1] -> [N]), as the conditional SAN head. With
-``flg_train=True`` it returns ``(fun, dir)`` with the gradient routing of SAN.md: ``fun = s * <omega^-, h>`` trains h
+``flg_train=True`` it returns ``(fun, dir)`` with SAN's gradient routing: ``fun = s * <omega^-, h>`` trains h
 and s, ``dir = s^- * <omega, h^->`` trains omega only; the weight gradient is the true one through the normalisation,
 s / ||w|| * (h - w_hat <w_hat, h>).
 
@@ -67,7 +67,7 @@ def _check_class_ids(class_ids: torch.Tensor, n: int, rows: int) -> None:
 
 def _normalized_linear_ref(h: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor,
                            class_ids: Optional[torch.Tensor] = None, flg_train: bool = False) -> Logits:
-    """Composite PyTorch path (F.normalize + matmul, or gather + sum) with SAN.md's stop-gradients."""
+    """Composite PyTorch path (F.normalize + matmul, or gather + sum) with SAN's stop-gradients."""
     s = scale.reshape(-1)
     if class_ids is None:
         omega = F.normalize(weight, dim=1, eps=_EPS)  # [O, D]

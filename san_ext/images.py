@@ -1,6 +1,9 @@
-"""Image grids: fixed latents and classes for the training-time sample grid, generation, PNG writing.
+"""Images for every room: the latent of a seed, the fixed inputs of a sample grid, generation, the ``[-1, 1] ->
+uint8`` conversion, PNG writing.
 
-Shared by the training loop (``fakes{kimg:06d}.png``) and ``gen_images.py``; imports no training code.
+One conversion for everyone: StyleGAN's ``(x * 127.5 + 128).clamp(0, 255)`` truncated to uint8, used by the training
+loop's sample grids, ``gen_images.py``, the metrics (:func:`to_uint8_rgb`) and the studies. Imports only torch,
+numpy and PIL.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch
 from torch import nn
 
 __all__ = ['MAX_CLASS_ROWS', 'class_ids_for_rows', 'generate', 'grid_latents', 'save_grid', 'save_image', 'to_uint8',
-           'z_from_seed']
+           'to_uint8_rgb', 'z_from_seed']
 
 MAX_CLASS_ROWS = 16
 
@@ -46,21 +49,31 @@ def grid_latents(z_dim: int, c_dim: int, seed: int, cols: int = 8, rows: int = 8
     return z, torch.nn.functional.one_hot(ids, c_dim).float(), (cols, rows)
 
 
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """Images [N, C, H, W] in [-1, 1] -> uint8 numpy [N, C, H, W]."""
-    return (img.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
+def to_uint8(img: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] (any shape, usually [N, C, H, W]) -> uint8 of the same shape and device: StyleGAN's
+    ``(x * 127.5 + 128).clamp(0, 255)``, truncated (so 0 maps to 128)."""
+    return (img.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+def to_uint8_rgb(img: torch.Tensor) -> torch.Tensor:
+    """Generator output in [-1, 1] [N, C, H, W] (C = 1 or 3) -> uint8 [N, 3, H, W], grey repeated to 3 channels
+    (what feature extractors take)."""
+    if img.ndim != 4 or img.shape[1] not in (1, 3):
+        raise ValueError(f'generator must return images [N, 1 or 3, H, W], got {list(img.shape)}')
+    x = to_uint8(img)
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
 @torch.no_grad()
 def generate(G: nn.Module, z: torch.Tensor, c: Optional[torch.Tensor], batch: int = 32,
              truncation_psi: float = 1.0) -> np.ndarray:
-    """G(z, c) in batches (no EMA updates) as uint8 [N, C, H, W]; the device is G's."""
+    """G(z, c) in batches (no EMA updates) as uint8 numpy [N, C, H, W]; the device is G's."""
     device = next(G.parameters()).device
     out = []
     for i in range(0, len(z), batch):
         zi = z[i:i + batch].to(device)
         ci = None if c is None else c[i:i + batch].to(device)
-        out.append(to_uint8(G(zi, ci, truncation_psi=truncation_psi)))
+        out.append(to_uint8(G(zi, ci, truncation_psi=truncation_psi)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros([0, G.img_channels, G.img_resolution, G.img_resolution],
                                                      np.uint8)
 
