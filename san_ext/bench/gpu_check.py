@@ -41,10 +41,12 @@ from typing import Any, Optional
 import click
 import torch
 
+from torch_utils.ops.loader import OP_SOURCES
+
 __all__ = ['Step', 'plan', 'machine_info', 'run_step', 'run_check', 'main']
 
 ROOT = Path(__file__).resolve().parents[2]
-OPS = ('upfirdn2d', 'bias_act', 'filtered_lrelu', 'normalized_linear')
+OPS = tuple(OP_SOURCES)  # the ops with a kernel of their own (filtered_lrelu composes two of them)
 CUDA_TEST_FILES = ('tests/test_upfirdn2d.py', 'tests/test_bias_act.py', 'tests/test_filtered_lrelu.py',
                    'tests/test_normalized_linear.py')
 SHARES = dict(build=0.30, tests=0.12, ops=0.13, networks=0.20, train=0.25)  # of the budget; sum 1
