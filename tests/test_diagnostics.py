@@ -15,13 +15,7 @@ from san_ext import losses
 from san_ext.diagnostics import direction_alignment, optimal_direction, san_alignment
 from san_ext.layers import SANConv2d, SANEmbedding, SANLinear
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures('float64')  # tests/conftest.py
 
 
 def _numpy_optimum(h_r, h_f, w_r=None, w_f=None):

@@ -11,13 +11,7 @@ import torch
 import san_ext
 from san_ext.penalties import finite_difference_penalty, gamma_at, lazy_scale, r1_penalty, r2_penalty
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures('float64')  # tests/conftest.py
 
 
 def test_r1_of_a_linear_critic_is_the_squared_weight_norm_per_sample():

@@ -191,14 +191,6 @@ def test_batched_normalize_weight_puts_every_direction_on_the_sphere():
     torch.testing.assert_close(bD.head_weight.norm(dim=-1), torch.ones(2, 1))
 
 
-@pytest.fixture
-def float64():
-    """Compare in float64: Adam maps a near-zero gradient g to about lr * g / (|g| + eps), so float32 rounding
-    of such a gradient moves a parameter by up to ~lr, which no float32 tolerance could tell from a bug."""
-    dtype = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(dtype)
 
 
 def _group(san: bool, steps: int = 20, optimizer: str = 'san-official',

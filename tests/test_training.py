@@ -20,7 +20,6 @@ import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
-from scripts import load_script  # tests/scripts.py
 
 from san_ext import losses
 from san_ext.checkpoint import find_latest, load_generator, load_training_state
@@ -49,16 +48,6 @@ TINY_OPTS = dict(cond=True, batch=4, cbase=512, cmax=32, syn_layers=4, backbones
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
-
-
-@pytest.fixture(scope='module')
-def train_cli():
-    return load_script('train').main
-
-
-@pytest.fixture(scope='module')
-def digits16(tmp_path_factory) -> Path:
-    return make_digits_dataset(tmp_path_factory.mktemp('data') / 'digits16.zip', resolution=16)
 
 
 @pytest.fixture(scope='module')

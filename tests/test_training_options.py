@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from scripts import load_script  # tests/scripts.py
 from test_training import TINY_ARGS, TINY_OPTS, assert_same_state  # tests/test_training.py
 
 from san_ext import losses
 from san_ext.checkpoint import find_latest, load_training_state
-from san_ext.data import make_digits_dataset
 from san_ext.networks import DiscriminatorConfig, GeneratorConfig
 from san_ext.training import from_json, to_json
 from san_ext.training.config import DataConfig, LossConfig, OptimConfig, RunConfig, TrainingConfig
@@ -27,16 +25,6 @@ from san_ext.training.loop import run
 from san_ext.training.options import OptionError, TrainOptions, build_config
 
 pytestmark = pytest.mark.usefixtures('one_thread')
-
-
-@pytest.fixture(scope='module')
-def train_cli():
-    return load_script('train').main
-
-
-@pytest.fixture(scope='module')
-def digits16(tmp_path_factory) -> Path:
-    return make_digits_dataset(tmp_path_factory.mktemp('data') / 'digits16.zip', resolution=16)
 
 
 def dry_run(train_cli, outdir: Path, data: Path, *extra: str) -> TrainingConfig:
