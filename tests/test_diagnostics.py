@@ -117,8 +117,8 @@ def test_san_alignment_of_a_conv_layer_uses_every_patch():
         x = x + conv.bias.view(1, -1, 1, 1)
         return torch.stack([x[n, :, i:i + 2, j:j + 2].reshape(-1) for n in range(len(x))
                             for i in range(3) for j in range(3)])
-    rows = conv.weight.reshape(2, -1) / conv.weight.reshape(2, -1).norm(dim=1, keepdim=True)
-    rows = rows * torch.sign(conv.scale)[:, None]
+    rows = conv.weight.detach().reshape(2, -1) / conv.weight.detach().reshape(2, -1).norm(dim=1, keepdim=True)
+    rows = rows * torch.sign(conv.scale.detach())[:, None]
     expected = direction_alignment(rows, patches(x_r), patches(x_f)).mean()
     assert san_alignment(conv, x_r, x_f)[''] == pytest.approx(float(expected), abs=1e-12)
     # weighted (non-saturating): each patch weighted by sigmoid(-f) of its own logit; the input bias now matters
