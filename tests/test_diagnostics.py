@@ -114,7 +114,7 @@ def test_san_alignment_of_a_conv_layer_uses_every_patch():
     x_r, x_f = torch.randn(5, 3, 4, 4) + 0.5, torch.randn(6, 3, 4, 4)
 
     def patches(x):  # [N*9, 12], row order (sample, position), by explicit loops
-        x = x + conv.bias.view(1, -1, 1, 1)
+        x = x + conv.bias.detach().view(1, -1, 1, 1)
         return torch.stack([x[n, :, i:i + 2, j:j + 2].reshape(-1) for n in range(len(x))
                             for i in range(3) for j in range(3)])
     rows = conv.weight.detach().reshape(2, -1) / conv.weight.detach().reshape(2, -1).norm(dim=1, keepdim=True)
