@@ -370,7 +370,7 @@ def test_our_san_layer_equals_a_from_scratch_layer_in_the_study_trainer(name, fl
     loss = losses.get(name, san=True)
     ours = loss.d_real(D(b.x_real, flg_train=True)).mean() + loss.d_fake(D(x_fake, flg_train=True)).mean()
     theirs = _scratch_d_loss(name, scratch, b.x_real, x_fake)
-    assert float(ours) == pytest.approx(float(theirs), rel=1e-13)
+    assert float(ours.detach()) == pytest.approx(float(theirs.detach()), rel=1e-13)
     ours.backward()
     theirs.backward()
     for (n1, p1), (n2, p2) in zip(D.named_parameters(), scratch.named_parameters()):
