@@ -23,20 +23,13 @@ from click.testing import CliRunner
 
 from san_ext import losses
 from san_ext.checkpoint import find_latest, load_generator, load_training_state
+from san_ext.critic_score import blur, gaussian_taps
 from san_ext.data import make_digits_dataset
 from san_ext.networks import DiscriminatorConfig, Generator, GeneratorConfig, ProjectedDiscriminator
 from san_ext.training import from_json
 from san_ext.training.config import LossConfig, OptimConfig
 from san_ext.training.loop import NonFiniteLossError, run
-from san_ext.training.loss import (
-    ClassifierError,
-    PhaseLoss,
-    ProjectedGANLoss,
-    blur,
-    build_classifier,
-    frozen_spectral_norm,
-    gaussian_taps,
-)
+from san_ext.training.loss import ClassifierError, PhaseLoss, ProjectedGANLoss, build_classifier, frozen_spectral_norm
 from san_ext.training.options import TrainOptions, build_config
 
 ROOT = Path(__file__).resolve().parents[1]

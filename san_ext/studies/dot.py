@@ -124,7 +124,7 @@ def run_study(study: StudyConfig, progress: bool = True) -> list[dict]:
 
 
 def _config_json(study: StudyConfig) -> dict:
-    return dict(study=dataclasses.asdict(study), critics={c: dataclasses.asdict(get_critic(c)) for c in study.critics})
+    return dict(study=dataclasses.asdict(study), critics={c: get_critic(c).to_dict() for c in study.critics})
 
 
 # -- CLI -------------------------------------------------------------------------------------------------------

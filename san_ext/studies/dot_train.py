@@ -17,6 +17,7 @@ Per-critic recipe, fixed before any run of this study (reasons in ``dot.py``'s d
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from torch import nn
 
 from san_ext import losses as san_losses
 
+from .optimizers import OptimizerSetting, get_optimizer
 from .toy_batched import BatchedD, BatchedMLP, LossSlice, MemberStream, train_members
 from .toy_data import training_batches
 from .toy_setup import CellConfig, build_D, build_G
@@ -35,21 +37,41 @@ __all__ = ['Critic', 'TrainConfig', 'Member', 'list_critics', 'get_critic', 'ini
 
 @dataclass(frozen=True)
 class Critic:
-    """How one kind of critic is trained: loss (``san_ext.losses`` key), SAN or not, penalty and schedule."""
+    """How one kind of critic is trained: loss (``san_ext.losses`` key), SAN or not, penalty, and the optimizer
+    setting (``san_ext.studies.optimizers``: Adam lr, betas and D steps per G step, with its source)."""
 
     name: str
     loss: str
     san: bool
     gp_weight: float      # WGAN-GP's lambda on random interpolates of real and fake; 0 = none
-    n_critic: int         # D steps per G step
-    lr: float             # Adam, G and D alike
-    betas: tuple[float, float]
+    optimizer: str        # key in san_ext.studies.optimizers
+
+    @property
+    def setting(self) -> OptimizerSetting:
+        return get_optimizer(self.optimizer)
+
+    @property
+    def n_critic(self) -> int:
+        """D steps per G step."""
+        return self.setting.d_steps
+
+    @property
+    def lr(self) -> float:
+        return self.setting.lr
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        return self.setting.betas
+
+    def to_dict(self) -> dict:
+        """The recipe with its setting's values spelled out (for results.json)."""
+        return dict(dataclasses.asdict(self), n_critic=self.n_critic, lr=self.lr, betas=self.betas)
 
 
 _CRITICS = {c.name: c for c in (
-    Critic('wgan-gp', 'wasserstein', san=False, gp_weight=10.0, n_critic=5, lr=1e-4, betas=(0.5, 0.9)),
-    Critic('hinge-gan', 'hinge', san=False, gp_weight=0.0, n_critic=1, lr=2e-4, betas=(0.5, 0.999)),
-    Critic('hinge-san', 'hinge', san=True, gp_weight=0.0, n_critic=1, lr=2e-4, betas=(0.5, 0.999)),
+    Critic('wgan-gp', 'wasserstein', san=False, gp_weight=10.0, optimizer='wgan-gp'),
+    Critic('hinge-gan', 'hinge', san=False, gp_weight=0.0, optimizer='dcgan'),
+    Critic('hinge-san', 'hinge', san=True, gp_weight=0.0, optimizer='dcgan'),
 )}
 
 

@@ -104,18 +104,34 @@ class BatchedD(nn.Module):
     def forward(self, x: torch.Tensor, flg_train: bool = False, members: slice = slice(None)) -> Logits:
         """``x`` ``[E', N, 2]`` -> logits ``[E', N]``, or ``(fun, dir)`` with ``flg_train`` (SAN only)."""
         h = self.body(x, members)  # [E', N, hidden]
+        if not flg_train:
+            return self.head_logits(h, members)
         if not self.san:
-            if flg_train:
-                raise ValueError('flg_train needs SAN members')
-            return self.head(h, members).squeeze(-1)
-        h = h + self.head_bias[members]
+            raise ValueError('flg_train needs SAN members')
+        h = self.head_inputs(h, members)
         omega = _unit_rows(self.head_weight[members])  # [E', 1, hidden]
         scale = self.head_scale[members]              # [E', 1]
-        if not flg_train:
-            return torch.bmm(h, omega.mT).squeeze(-1) * scale
         fun = torch.bmm(h, omega.detach().mT).squeeze(-1) * scale          # trains h and s, never omega
         dir_ = torch.bmm(h.detach(), omega.mT).squeeze(-1) * scale.detach()  # trains omega only
         return fun, dir_
+
+    def head_inputs(self, h: torch.Tensor, members: slice = slice(None)) -> torch.Tensor:
+        """What the last layer projects: body features ``[E', N, hidden]`` plus the SAN head's input bias."""
+        return h + self.head_bias[members] if self.san else h
+
+    def head_logits(self, h: torch.Tensor, members: slice = slice(None)) -> torch.Tensor:
+        """The ordinary logits ``[E', N]`` of body features ``h`` ``[E', N, hidden]``."""
+        if not self.san:
+            return self.head(h, members).squeeze(-1)
+        omega = _unit_rows(self.head_weight[members])  # [E', 1, hidden]
+        return torch.bmm(self.head_inputs(h, members), omega.mT).squeeze(-1) * self.head_scale[members]
+
+    def directions(self) -> torch.Tensor:
+        """The unit direction each member's last layer projects on, ``[E, hidden]``: sign(s) * omega for SAN (s omega
+        = |s| sign(s) omega), the normalised weight row for a plain head."""
+        if self.san:
+            return _unit_rows(self.head_weight[:, 0]) * torch.sign(self.head_scale)
+        return _unit_rows(self.head.weight[0][:, :, 0])
 
     @torch.no_grad()
     def normalize_weight(self) -> None:

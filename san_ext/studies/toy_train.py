@@ -189,20 +189,10 @@ def _loss_slices(cells: Sequence[CellConfig]) -> list[LossSlice]:
 
 
 def _batched_directions(D: BatchedD, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Features the last layer sees ``[E, n, F]``, its direction per member ``[E, F]`` and the plain logits ``[E, n]``.
-
-    SAN: h + input bias and sign(s) * omega; GAN: h and the normalised weight row of the last Linear.
-    """
+    """Features the last layer sees ``[E, n, F]``, its direction per member ``[E, F]`` and the plain logits ``[E, n]``
+    (one pass through the body)."""
     h = D.body(x)
-    if D.san:
-        feats = h + D.head_bias
-        rows = D.head_weight[:, 0] / D.head_weight[:, 0].norm(dim=-1, keepdim=True)
-        rows = rows * torch.sign(D.head_scale)
-    else:
-        feats = h
-        rows = D.head.weight[0][:, :, 0]
-        rows = rows / rows.norm(dim=-1, keepdim=True)
-    return feats, rows, D(x)
+    return D.head_inputs(h), D.directions(), D.head_logits(h)
 
 
 def _group_probe(cells: Sequence[CellConfig], G: BatchedMLP, D: BatchedD, records: list[_Record], step: int) -> None:

@@ -26,13 +26,12 @@ from torch import nn
 from torch.nn.utils.spectral_norm import SpectralNorm
 
 from san_ext import critic_score, losses
-from san_ext.critic_score import ScoreSettings, backbone_logits, blur, gaussian_taps, per_backbone
+from san_ext.critic_score import ScoreSettings, backbone_logits, per_backbone
 
 from .config import LossConfig
 
-# blur and gaussian_taps are san_ext.critic_score's, re-exported for older imports.
-__all__ = ['ClassifierError', 'PhaseLoss', 'ProjectedGANLoss', 'blur', 'build_classifier', 'frozen_spectral_norm',
-           'gaussian_taps', 'refresh_spectral_norm']
+__all__ = ['ClassifierError', 'PhaseLoss', 'ProjectedGANLoss', 'build_classifier', 'frozen_spectral_norm',
+           'refresh_spectral_norm']
 
 
 class PhaseLoss(NamedTuple):
