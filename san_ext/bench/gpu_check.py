@@ -41,6 +41,7 @@ from typing import Any, Optional
 import click
 import torch
 
+from san_ext.files import write_text_atomic
 from torch_utils.ops.loader import OP_SOURCES
 
 __all__ = ['Step', 'plan', 'machine_info', 'run_step', 'run_check', 'main']
@@ -176,12 +177,6 @@ def run_step(step: Step, cap_s: float, work: Path, log: Any) -> dict:
                 results=results)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix('.json.tmp')
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
-
-
 def _run_or_skip(step: Step, remaining: float, budget_s: float, work: Path, log: Any) -> dict:
     cap = min(step.share * budget_s, remaining)
     if cap < 1.0:
@@ -205,7 +200,7 @@ def run_check(steps: Sequence[Step], out: Path, budget_s: float, work: Path, hea
             for step in steps:
                 record['steps'].append(_run_or_skip(step, budget_s - (time.monotonic() - start), budget_s, work, log))
                 record['total_s'] = round(time.monotonic() - start, 1)
-                _write_json(out / 'gpu_check.json', record)
+                write_text_atomic(out / 'gpu_check.json', json.dumps(record, indent=1, default=str))
     finally:  # also when the lease's SIGTERM ends the check: the tables of what was measured
         (out / 'gpu_check.md').write_text(render(record))
     return record
