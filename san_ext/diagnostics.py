@@ -110,8 +110,7 @@ def _effective_rows(layer: nn.Module) -> torch.Tensor:
     """omega per output row times sign(s): s <omega, h> = |s| <sign(s) omega, h>, so this is the direction D uses
     (a plain layer: its normalised weight rows)."""
     w = layer.weight.detach()
-    rows = w.reshape(w.shape[0], -1)
-    rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(_EPS)
+    rows = F.normalize(w.reshape(w.shape[0], -1), dim=1, eps=_EPS)
     if not is_san_layer(layer):
         return rows
     scale = layer.effective_scale() if hasattr(layer, 'effective_scale') else layer.scale
