@@ -55,6 +55,16 @@ def _bool_option(name: str, help: str):
               help='Weight of the SAN direction term (lambda)')
 @click.option('--loss-reduction', type=click.Choice(REDUCTIONS), default=_DEFAULTS['loss_reduction'], show_default=True,
               help='Over (image, backbone) pairs: sum as StyleGAN-XL, or mean')
+# Zero-centred gradient penalties (R3GAN: --loss rpgan --r1-gamma G --r2-gamma G).
+@click.option('--r1-gamma', type=click.FloatRange(min=0), default=_DEFAULTS['r1_gamma'], show_default=True,
+              help="R1 weight: gamma/2 |grad D(x_real)|^2 per image on D's score (SAN: its fun logit); 0: off")
+@click.option('--r2-gamma', type=click.FloatRange(min=0), default=_DEFAULTS['r2_gamma'], show_default=True,
+              help='R2 weight: the same penalty on generated images; 0: off')
+@click.option('--gamma-end', type=click.FloatRange(min=0), default=None,
+              help='Cosine-decay the larger of the two gammas to this by --kimg (the other keeps its ratio), as R3GAN '
+                   ' [default: no decay]')
+@click.option('--reg-every', type=click.IntRange(min=1), default=_DEFAULTS['reg_every'], show_default=True,
+              help='Lazy R1/R2: every K D steps, weighted K (StyleGAN2)')
 @click.option('--cls_weight', type=click.FloatRange(min=0), default=_DEFAULTS['cls_weight'], show_default=True,
               help='Classifier guidance weight (needs --cond and the deit_small classifier weights)')
 # Generator.
@@ -120,6 +130,11 @@ def main(dry_run: bool, **kw) -> None:
       python train.py ... --resume latest
       python train.py ... --loss nonsaturating
       python train.py ... --loss nonsaturating-san
+
+    \b
+    R3GAN's loss (relativistic pairing, R1 and R2) and its SAN form:
+      python train.py ... --loss rpgan --r1-gamma 1 --r2-gamma 1
+      python train.py ... --loss rpgan-san --r1-gamma 1 --r2-gamma 1 --gamma-end 0.1 --reg-every 4
     """
     logging.basicConfig(level=logging.INFO if os.environ.get('RANK', '0') == '0' else logging.WARNING,
                         format='%(levelname)s %(name)s: %(message)s')

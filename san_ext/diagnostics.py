@@ -75,6 +75,14 @@ def direction_weights(loss: Any, logits: torch.Tensor, real: bool) -> torch.Tens
     return loss.direction_weights(logits.detach(), real=real)
 
 
+def _pair_weights(loss: Any, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detached weights rho of a real and a fake batch of logits: each side its own for a per-sample loss, rho(t) of
+    the pair t = real - fake for a paired one (RpGAN), ones when ``loss`` is None."""
+    if loss is None:
+        return torch.ones_like(real), torch.ones_like(fake)
+    return loss.pair_direction_weights(real.detach(), fake.detach())
+
+
 # -- reading the SAN layers of a module with hooks ---------------------------------------------------------------
 def _is_embedding(m: nn.Module) -> bool:
     return isinstance(m, nn.Embedding)
@@ -161,21 +169,32 @@ def _forward(D: nn.Module, x: torch.Tensor, c: Optional[torch.Tensor], kwargs: d
     return _logits(D(x, **kwargs) if c is None else D(x, c, **kwargs))
 
 
-def _layer_record(name: str, layer: nn.Module, seen: tuple, logits: torch.Tensor, loss: Any, real: bool):
+def _weight_source(layer: nn.Module, seen: tuple, logits: torch.Tensor) -> torch.Tensor:
+    """The 2-D logits the loss weights for this layer: D's ``[N, M]`` logits for an embedding, the layer's own
+    output as ``[N, K*L]`` (conv) or ``[M, K]`` (linear) otherwise."""
+    out = seen[1]
+    if _is_embedding(layer):
+        return logits
+    if isinstance(layer, nn.Conv2d):
+        return out.reshape(out.shape[0], -1)
+    return out.reshape(-1, out.shape[-1])
+
+
+def _layer_record(layer: nn.Module, seen: tuple, logits: torch.Tensor, rho: torch.Tensor):
     """Per SAN layer: features ``[M, F]`` and per-row weights ``[K, M]`` (projections), or per-sample features
-    ``[N, F]`` and class ids ``[N]`` (embeddings: the gradient of sum(rho * logits) w.r.t. the class vectors)."""
+    ``[N, F]`` and class ids ``[N]`` (embeddings: the gradient of sum(rho * logits) w.r.t. the class vectors);
+    ``rho`` are the direction weights on :func:`_weight_source`'s logits."""
     x, out = seen
     if _is_embedding(layer):
-        rho = direction_weights(loss, logits, real)
         (g,) = torch.autograd.grad((rho * logits).sum(), out, retain_graph=True)
         return g.reshape(g.shape[0], -1).detach(), _class_ids(x)
     feats = _projection_features(layer, x)
     if isinstance(layer, nn.Conv2d):  # [N, K, H, W]: weights as the loss computes them on D's [N, M] logits
         n, k = out.shape[:2]
-        rho = direction_weights(loss, out.reshape(n, -1), real).reshape(n, k, -1)  # [N, K, L]
+        rho = rho.reshape(n, k, -1)  # [N, K, L]
     else:  # [..., K]
         k = out.shape[-1]
-        rho = direction_weights(loss, out.reshape(-1, k), real)[:, :, None]  # [M, K, 1]
+        rho = rho[:, :, None]  # [M, K, 1]
     return feats, rho.transpose(0, 1).reshape(k, -1)  # [K, M] in the row order of feats
 
 
@@ -203,7 +222,8 @@ def san_alignment(D: nn.Module, x_real: torch.Tensor, x_fake: torch.Tensor, c: L
     Calls ``D(x)`` (or ``D(x, c)``; ``c`` one tensor for both batches or a pair ``(c_real, c_fake)``, ids or
     one-hot) once on each batch, reads each SAN layer's input with a forward hook, and compares its rows with
     :func:`optimal_direction` of those features weighted by ``loss``'s direction weights (``None``: rho = 1, hinge
-    and Wasserstein). For a :class:`~san_ext.layers.SANEmbedding` the features of class c are the gradients of
+    and Wasserstein; a paired loss weights real i and fake i alike by rho(t_i), so both batches need one size).
+    For a :class:`~san_ext.layers.SANEmbedding` the features of class c are the gradients of
     sum(rho * logits) w.r.t. the class vectors of c's samples (for a projection head, rho h / sqrt(d)); classes
     present in both batches are averaged. D's buffers (BatchNorm, spectral norm) are restored afterwards and no
     parameter's ``.grad`` is touched, so the call leaves training unchanged.
@@ -228,11 +248,17 @@ def san_alignment(D: nn.Module, x_real: torch.Tensor, x_fake: torch.Tensor, c: L
     records: dict[str, list] = {n: [] for n in san_layers}
     try:
         with _restored_buffers(D), torch.enable_grad():
-            for x, cc, real in ((x_real, c_real, True), (x_fake, c_fake, False)):
+            sides = []  # (seen, logits) of the real, then the fake batch
+            for x, cc in ((x_real, c_real), (x_fake, c_fake)):
                 recorder.seen.clear()
                 logits = _forward(D, x.detach(), cc, d_kwargs)
-                for name, layer in san_layers.items():
-                    records[name].append(_layer_record(name, layer, recorder.seen[name], logits, loss, real))
+                sides.append((dict(recorder.seen), logits))
+            for name, layer in san_layers.items():
+                (seen_r, logits_r), (seen_f, logits_f) = sides
+                rho = _pair_weights(loss, _weight_source(layer, seen_r[name], logits_r),
+                                    _weight_source(layer, seen_f[name], logits_f))
+                records[name] = [_layer_record(layer, seen_r[name], logits_r, rho[0]),
+                                 _layer_record(layer, seen_f[name], logits_f, rho[1])]
     finally:
         recorder.close()
     return {name: (_embedding_alignment if _is_embedding(layer) else _projection_alignment)(layer, *records[name])

@@ -9,8 +9,15 @@ loss on omega, each sample weighted by the (detached) negative derivative -l_G'(
 at its logit: weight 1 for hinge and Wasserstein, which reproduces the official Hinge-SAN. ``docs/LOSSES.md`` has
 every formula with its source and marks which conversions are our own derivation.
 
+A *paired* loss (``rpgan``, relativistic pairing) scores real sample i against generated sample i: its D loss is
+:meth:`GANLoss.d_loss` ``(real, fake)`` over logits of one shape (:meth:`GANLoss.d_pair` per element) and its G loss
+needs D's logits on a fresh real batch, ``g_loss(fake, real=...)``; the unpaired losses accept ``real`` there and
+ignore it, so a training loop can pass it for every loss.
+
 A *loss spec* names a loss and its SAN switch in one word, as ``train.py --loss`` and the studies spell it:
 ``NAME`` (plain) or ``NAME-san`` (its SAN conversion); ``san`` alone is StyleSAN-XL's Hinge-SAN (:func:`parse_spec`).
+
+R3GAN's zero-centred penalties are re-exported from :mod:`san_ext.penalties` as ``r1_penalty`` / ``r2_penalty``.
 
 Imports only torch (the drop-in rule: it works inside someone else's training loop).
 """
@@ -20,13 +27,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Callable, ClassVar, Optional, Union
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ['SAN_ALIASES', 'SAN_SUFFIX', 'GANLoss', 'get', 'list_losses', 'list_specs', 'parse_spec', 'register',
-           'spec_name', 'unregister']
+from san_ext.penalties import r1_penalty, r2_penalty
+
+__all__ = ['SAN_ALIASES', 'SAN_SUFFIX', 'GANLoss', 'get', 'list_losses', 'list_specs', 'parse_spec', 'r1_penalty',
+           'r2_penalty', 'register', 'spec_name', 'unregister']
 
 Logits = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 
@@ -108,6 +117,7 @@ class GANLoss:
 
     san: bool = False
     dir_weight: float = 1.0
+    paired: ClassVar[bool] = False  # D and G losses score real i against fake i (relativistic pairing)
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.dir_weight) or self.dir_weight < 0:
@@ -120,6 +130,7 @@ class GANLoss:
 
     def d_real(self, logits: Logits) -> torch.Tensor:
         """Per-element D loss on real samples (``(fun, dir)`` when ``san``)."""
+        self._refuse_paired('d_real')
         fun, dir_ = self._unpack(logits, 'd_real')
         loss = self._d_real(fun)
         if self.san:
@@ -128,32 +139,77 @@ class GANLoss:
 
     def d_fake(self, logits: Logits) -> torch.Tensor:
         """Per-element D loss on generated samples (``(fun, dir)`` when ``san``)."""
+        self._refuse_paired('d_fake')
         fun, dir_ = self._unpack(logits, 'd_fake')
         loss = self._d_fake(fun)
         if self.san:
             loss = loss + self.dir_weight * self._dir_weight(dir_.detach(), real=False) * dir_
         return loss
 
-    def g(self, logits: torch.Tensor) -> torch.Tensor:
-        """Per-element G loss on D's ordinary logits for generated samples (G's step uses ``flg_train=False``)."""
-        if isinstance(logits, (tuple, list)):
+    def d_pair(self, real: Logits, fake: Logits) -> torch.Tensor:
+        """Per-element D loss of real element i paired with fake element i; both of one shape.
+
+        Paired losses: ``_d_pair(fun_r, fun_f)`` plus, with ``san``, the direction term
+        -lambda rho(t) (dir_r - dir_f) with t = dir_r - dir_f detached. Unpaired losses: ``d_real + d_fake``.
+        """
+        fun_r, dir_r = self._unpack(real, 'd_pair')
+        fun_f, dir_f = self._unpack(fake, 'd_pair')
+        _same_shape(fun_r, fun_f, 'd_pair')
+        if not self.paired:
+            return self.d_real(real) + self.d_fake(fake)
+        loss = self._d_pair(fun_r, fun_f)
+        if self.san:
+            diff = dir_r - dir_f
+            loss = loss - self.dir_weight * self._pair_dir_weight(diff.detach()) * diff
+        return loss
+
+    def g(self, logits: torch.Tensor, real: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Per-element G loss on D's ordinary logits for generated samples (G's step uses ``flg_train=False``).
+
+        ``real``: D's logits on a real batch of the same shape, required by paired losses (element i pairs with
+        element i), ignored by the others.
+        """
+        if isinstance(logits, (tuple, list)) or isinstance(real, (tuple, list)):
             raise TypeError(f'{self.name} G loss takes the plain logits D(G(z)), not a (fun, dir) pair; '
                             'call D without flg_train in the generator step')
-        return self._g(_as_tensor(logits, 'g'))
+        fake = _as_tensor(logits, 'g')
+        if not self.paired:
+            return self._g(fake)
+        if real is None:
+            raise ValueError(f'{self.name} pairs each generated sample with a real one: pass D\'s logits on a fresh '
+                             f'real batch, g_loss(fake, real=D(x_real))')
+        real = _as_tensor(real, 'g')
+        _same_shape(real, fake, 'g')
+        return self._g_pair(fake, real)
 
     def direction_weights(self, logits: torch.Tensor, real: bool) -> torch.Tensor:
         """The detached per-element weights rho of the SAN direction term at plain ``logits``: -l_G'(f) (Sec. 4 of
         Takida et al. 2024), 1 for hinge and Wasserstein; batch on dim 0 (KL-WGAN normalises over it)."""
+        self._refuse_paired('direction_weights', 'pair_direction_weights(real, fake)')
         f = _as_tensor(logits, 'direction_weights').detach()
         return torch.as_tensor(self._dir_weight(f, real=real), dtype=f.dtype, device=f.device).expand_as(f).clone()
 
-    def d_loss(self, real: Logits, fake: Logits) -> torch.Tensor:
-        """Scalar D loss: mean over real elements plus mean over fake elements."""
-        return self.d_real(real).mean() + self.d_fake(fake).mean()
+    def pair_direction_weights(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rho_real, rho_fake)``, the detached direction weights of a real and a generated batch; a paired loss
+        gives both elements of pair i the same weight rho(t_i), t = real - fake (shapes must then match)."""
+        if not self.paired:
+            return self.direction_weights(real, real=True), self.direction_weights(fake, real=False)
+        f_r, f_f = _as_tensor(real, 'pair_direction_weights').detach(), _as_tensor(fake, 'pair_direction_weights')
+        _same_shape(f_r, f_f, 'pair_direction_weights')
+        rho = self._pair_dir_weight(f_r - f_f.detach())
+        return rho, rho.clone()
 
-    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
-        """Scalar G loss: mean over elements."""
-        return self.g(fake).mean()
+    def d_loss(self, real: Logits, fake: Logits, dim: Optional[int] = None) -> torch.Tensor:
+        """D loss: mean over real elements plus mean over fake elements (paired: mean of :meth:`d_pair`); ``dim``
+        averages over that dim only."""
+        if self.paired:
+            return _mean(self.d_pair(real, fake), dim)
+        return _mean(self.d_real(real), dim) + _mean(self.d_fake(fake), dim)
+
+    def g_loss(self, fake: torch.Tensor, real: Optional[torch.Tensor] = None,
+               dim: Optional[int] = None) -> torch.Tensor:
+        """G loss: mean over elements (``dim``: over that dim only); ``real`` as in :meth:`g`."""
+        return _mean(self.g(fake, real), dim)
 
     # -- to implement -----------------------------------------------------------------------------------------
     def _d_real(self, f: torch.Tensor) -> torch.Tensor:
@@ -169,7 +225,23 @@ class GANLoss:
         """-d l_G / d f at the (detached) logit: the per-sample weight of the SAN direction term."""
         return 1.0
 
+    # paired losses (``paired = True``) implement these instead of _d_real, _d_fake, _g, _dir_weight
+    def _d_pair(self, f_real: torch.Tensor, f_fake: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _g_pair(self, f_fake: torch.Tensor, f_real: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _pair_dir_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """The direction weight of a pair at the detached difference t = f_real - f_fake."""
+        raise NotImplementedError
+
     # -- helpers ----------------------------------------------------------------------------------------------
+    def _refuse_paired(self, where: str, use: str = 'd_pair(real, fake) or d_loss(real, fake)') -> None:
+        if self.paired:
+            raise TypeError(f'{self.name} is a paired loss: each real sample is scored against a generated one, so '
+                            f'{where} has no meaning alone; use {use}')
+
     def _unpack(self, logits: Logits, where: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         is_pair = isinstance(logits, (tuple, list))
         if self.san and not is_pair:
@@ -187,6 +259,17 @@ class GANLoss:
             raise ValueError(f'fun and dir logits must have the same shape, got {list(fun.shape)} and '
                              f'{list(dir_.shape)}')
         return fun, dir_
+
+
+def _mean(x: torch.Tensor, dim: Optional[int]) -> torch.Tensor:
+    return x.mean() if dim is None else x.mean(dim)
+
+
+def _same_shape(real: torch.Tensor, fake: torch.Tensor, where: str) -> None:
+    if real.shape != fake.shape:
+        raise ValueError(f'{where}: a paired loss scores real element i against fake element i, so both logit '
+                         f'tensors need one shape; got real {list(real.shape)} and fake {list(fake.shape)} '
+                         f'(draw as many real as generated samples)')
 
 
 def _as_tensor(x, where: str) -> torch.Tensor:
@@ -311,3 +394,27 @@ class KLWGANLoss(GANLoss):
 
     def _dir_weight(self, f, real):
         return 1.0 if real else self.weights(f)
+
+
+@register('rpgan')
+@dataclass(frozen=True)
+class RelativisticPairingLoss(GANLoss):
+    """Relativistic pairing GAN (Jolicoeur-Martineau 2019; R3GAN, Huang et al. 2024, Eq. 2 and ``Trainer.py``):
+    D softplus(-(f(x_r) - f(x_f))), G softplus(-(f(x_f) - f(x_r))) over pairs (x_r, x_f), G's on a fresh real batch.
+
+    SAN conversion (our derivation, ``docs/LOSSES.md``): the relativistic loss on ``fun`` plus the direction term
+    -lambda rho(t) (dir_r - dir_f), rho(t) = sigmoid(t) at t = dir_r - dir_f detached: the negative derivative of
+    G's pair loss softplus(-u) at its argument u = -t, the reweighting rule of the other losses. In omega its gradient
+    equals that of -lambda softplus(dir_r - dir_f).
+    """
+
+    paired = True
+
+    def _d_pair(self, f_real, f_fake):
+        return F.softplus(f_fake - f_real)
+
+    def _g_pair(self, f_fake, f_real):
+        return F.softplus(f_real - f_fake)
+
+    def _pair_dir_weight(self, t):
+        return torch.sigmoid(t)  # -d/du softplus(-u) at u = f_fake - f_real = -t

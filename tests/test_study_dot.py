@@ -33,12 +33,15 @@ def _comparable(cells: list[dict]) -> list[dict]:
 
 
 # -- critics and training ----------------------------------------------------------------------------------------
-def test_critic_registry_names_the_three_recipes_and_rejects_unknown():
-    assert dot_train.list_critics() == ['wgan-gp', 'hinge-gan', 'hinge-san']
-    wgan, gan, san = (dot_train.get_critic(n) for n in dot_train.list_critics())
+def test_critic_registry_names_the_recipes_and_rejects_unknown():
+    assert dot_train.list_critics() == ['wgan-gp', 'hinge-gan', 'hinge-san', 'rpgan-gan', 'rpgan-san']
+    wgan, gan, san, rp_gan, rp_san = (dot_train.get_critic(n) for n in dot_train.list_critics())
     assert (wgan.loss, wgan.gp_weight, wgan.n_critic, wgan.san) == ('wasserstein', 10.0, 5, False)
     assert (gan.loss, gan.gp_weight, gan.n_critic, gan.san) == ('hinge', 0.0, 1, False)
     assert dataclasses.replace(san, san=False) == dataclasses.replace(gan, name='hinge-san')  # only SAN differs
+    # RpGAN: hinge's recipe with the loss swapped, and again only SAN between its two
+    assert dataclasses.replace(rp_gan, loss='hinge') == dataclasses.replace(gan, name='rpgan-gan')
+    assert dataclasses.replace(rp_san, san=False) == dataclasses.replace(rp_gan, name='rpgan-san')
     with pytest.raises(ValueError, match='hinge-gan'):
         dot_train.get_critic('hinge')
 
@@ -146,15 +149,16 @@ def test_cli_quick_writes_a_table_json_and_figure_with_finite_numbers(tmp_path):
     assert methods == ['bare', 'target-sgd', 'target-adam', 'latent-sgd', 'latent-adam', 'naive-sgd', 'naive-adam']
     assert results['config']['study']['seeds'] == dot.QUICK.seeds
     assert results['config']['study']['train']['steps'] == 20
-    assert len(results['cells']) == 6 and len(results['rows']) == 6  # 2 data sets x 3 critics x 1 seed
+    n = 2 * len(dot_train.list_critics())  # 2 data sets x every critic x 1 seed
+    assert len(results['cells']) == n and len(results['rows']) == n
     for row in results['rows']:
         for m in methods:
             assert math.isfinite(row['emd'][m]['mean']) and math.isfinite(row['emd'][m]['std']), (row['critic'], m)
         assert math.isfinite(row['data_emd']['mean']) and row['k_eff_target']['mean'] > 0
     table = (tmp_path / 'table.md').read_text()
     emd_table, delta_table = (part.strip().splitlines()[2:] for part in table.split('###')[1:])
-    assert emd_table[0] == '| dataset | critic | data | ' + ' | '.join(methods) + ' |' and len(emd_table) == 2 + 6
-    assert delta_table[0] == '| dataset | critic | ' + ' | '.join(methods[1:]) + ' |' and len(delta_table) == 2 + 6
+    assert emd_table[0] == '| dataset | critic | data | ' + ' | '.join(methods) + ' |' and len(emd_table) == 2 + n
+    assert delta_table[0] == '| dataset | critic | ' + ' | '.join(methods[1:]) + ' |' and len(delta_table) == 2 + n
     assert 'nan' not in result.output and 'hinge-san' in result.output
     image = matplotlib.image.imread(tmp_path / 'samples.png')
     assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 600

@@ -185,8 +185,8 @@ def test_superres_stage_trains_only_the_head(tmp_path, stem_run, digits32):
 def test_non_finite_loss_stops_naming_step_phase_and_last_checkpoint(tmp_path, digits16, monkeypatch):
     real_d_real = ProjectedGANLoss.d_real
 
-    def poisoned(self, img, c, cur_nimg, generator=None):
-        out = real_d_real(self, img, c, cur_nimg, generator)
+    def poisoned(self, img, c, cur_nimg, generator=None, **kw):
+        out = real_d_real(self, img, c, cur_nimg, generator, **kw)
         return PhaseLoss(out.loss * float('nan'), out.stats) if cur_nimg >= 8 else out
 
     monkeypatch.setattr(ProjectedGANLoss, 'd_real', poisoned)
@@ -316,17 +316,20 @@ def test_every_loss_gives_finite_phase_losses_and_gradients(name):
     G, D = tiny_nets(san)
     loss = ProjectedGANLoss(LossConfig(name='hinge' if san else name, san=san), G, D)
     z, c, gen = torch.randn(2, G.z_dim), torch.eye(3)[:2], torch.Generator().manual_seed(0)
-    for out in (loss.d_fake(z, c, 0, gen), loss.d_real(torch.rand(2, 3, 16, 16) * 2 - 1, c, 0, gen)):
+    real = torch.rand(2, 3, 16, 16) * 2 - 1
+    phases = ((loss.d_pair(z, c, real, c, 0, gen),) if loss.gan.paired else
+              (loss.d_fake(z, c, 0, gen), loss.d_real(real, c, 0, gen)))
+    for out in phases:
         assert out.loss.ndim == 0 and torch.isfinite(out.loss)
         out.loss.backward()
     assert all(p.grad is not None for p in D.trainable_parameters())
-    g = loss.g_main(z, c, 0, gen)
+    g = loss.g_main(z, c, 0, gen, real, c)
     g.loss.backward()
     assert torch.isfinite(g.loss) and G.mapping.fc0.weight.grad is not None
     mean = ProjectedGANLoss(LossConfig(name='hinge' if san else name, san=san, reduction='mean'), G, D)
     with frozen_spectral_norm(D):  # the same D twice (no power iteration in between)
-        summed = loss.g_main(z, c, 0, torch.Generator().manual_seed(0)).loss
-        averaged = mean.g_main(z, c, 0, torch.Generator().manual_seed(0)).loss
+        summed = loss.g_main(z, c, 0, torch.Generator().manual_seed(0), real, c).loss
+        averaged = mean.g_main(z, c, 0, torch.Generator().manual_seed(0), real, c).loss
     assert torch.allclose(averaged * 2, summed, rtol=1e-5)  # 2 images x 1 backbone
 
 

@@ -197,11 +197,16 @@ def _d_step(G, D, opt_D, loss: san_losses.GANLoss, x_real, c_real, z, c_fake) ->
     return float(d_loss.detach())
 
 
-def _g_step(G, D, opt_G, loss: san_losses.GANLoss, z, c_fake) -> float:
-    """One G update through D's plain logits; gradients are taken for G's parameters only."""
+def _g_step(G, D, opt_G, loss: san_losses.GANLoss, z, c_fake, x_real, c_real) -> float:
+    """One G update through D's plain logits; gradients are taken for G's parameters only. A paired loss (RpGAN)
+    scores the fakes against the step's real batch (R3GAN's loop shares it between the G and D phases)."""
     params = list(G.parameters())
     fake = G(z) if c_fake is None else G(z, c_fake)
-    g_loss = loss.g_loss(D(fake) if c_fake is None else D(fake, c_fake))
+    real = None
+    if loss.paired:
+        with torch.no_grad():
+            real = D(x_real) if c_real is None else D(x_real, c_real)
+    g_loss = loss.g_loss(D(fake) if c_fake is None else D(fake, c_fake), real=real)
     for p, grad in zip(params, torch.autograd.grad(g_loss, params)):
         p.grad = grad
     opt_G.step()
@@ -227,7 +232,7 @@ def train_cell(cfg: CellConfig, on_step: Optional[Callable[[int], None]] = None)
     for step in range(1, cfg.steps + 1):
         x_real, c_real, z, c_fake = next(stream)
         d_loss = _d_step(G, D, opt_D, loss, x_real, c_real, z, c_fake)
-        g_loss = _g_step(G, D, opt_G, loss, z, c_fake)
+        g_loss = _g_step(G, D, opt_G, loss, z, c_fake, x_real, c_real)
         if on_step is not None and step % 100 == 0:
             on_step(100)
         if not (torch.isfinite(torch.tensor([d_loss, g_loss])).all()):

@@ -3,7 +3,7 @@
 Tanaka (NeurIPS 2019) moves a trained G's samples with the critic as a transport potential; SAN (Takida et al.,
 ICLR 2024) claims its discriminator is a better distance estimate. This study measures both on the DOT paper's 2-D
 data: the 25-Gaussians grid (std 0.05, scaled by 1/2.828) and the swiss roll (noise 0.25, scaled by 1/7.5), the
-``grid25`` and ``swissroll`` sets of ``toy_data``. For each critic (``dot_train``: WGAN-GP, hinge GAN, hinge SAN)
+``grid25`` and ``swissroll`` sets of ``toy_data``. For each critic (``dot_train``: WGAN-GP; hinge, RpGAN: GAN, SAN)
 and seed it trains G and D, then reports the exact EMD to held-out data of bare G, target-space DOT, latent-space
 DOT and naive transport (``dot_eval``): a table of mean ± std over seeds, a table of the change against bare G
 paired by seed (with the number of seeds improved), ``results.json`` (also high-quality share and modes covered
@@ -37,7 +37,7 @@ Execution: the seeds of one (critic, data set) train as one stacked model (``toy
 
 Examples::
 
-    python -m san_ext.studies.dot                    # 2 data sets x 3 critics x 3 seeds, 10k steps
+    python -m san_ext.studies.dot                    # 2 data sets x 5 critics x 3 seeds, 10k steps
     python -m san_ext.studies.dot --quick            # smoke run, about a minute on 2 cores
     python -m san_ext.studies.dot --datasets grid25 --critics hinge-gan,hinge-san --seeds 5 --dot-opts adam
 """

@@ -1,4 +1,4 @@
-"""Training of the 2-D DOT study's generators and critics: WGAN-GP, hinge GAN and hinge SAN.
+"""Training of the 2-D DOT study's generators and critics: WGAN-GP, hinge GAN/SAN and RpGAN/RpGAN-SAN.
 
 The three critics (Tanaka 2019 used WGAN-GP; SAN claims a better distance estimate, so hinge GAN against hinge SAN
 is the comparison that matters) train the toy benchmark's MLPs (``toy.build_G`` / ``toy.build_D``: z 16-d normal,
@@ -13,6 +13,8 @@ Per-critic recipe, fixed before any run of this study (reasons in ``dot.py``'s d
 - ``hinge-gan``, ``hinge-san``: hinge loss (SAN: ``losses.get('hinge', san=True)`` on (fun, dir), directions
   re-projected after every D step), 1 D step per G step, Adam 2e-4, betas (0.5, 0.999): the toy benchmark's
   setting, chosen there on all its cells together.
+- ``rpgan-gan``, ``rpgan-san``: R3GAN's relativistic pairing loss (``losses.get('rpgan')``; G scored against the
+  step's real batch) with hinge's setting, so the pair differs from hinge only in the loss; no R1/R2 penalty.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ _CRITICS = {c.name: c for c in (
     Critic('wgan-gp', 'wasserstein', san=False, gp_weight=10.0, optimizer='wgan-gp'),
     Critic('hinge-gan', 'hinge', san=False, gp_weight=0.0, optimizer='dcgan'),
     Critic('hinge-san', 'hinge', san=True, gp_weight=0.0, optimizer='dcgan'),
+    Critic('rpgan-gan', 'rpgan', san=False, gp_weight=0.0, optimizer='dcgan'),
+    Critic('rpgan-san', 'rpgan', san=True, gp_weight=0.0, optimizer='dcgan'),
 )}
 
 

@@ -203,7 +203,7 @@ def d_step(G: BatchedMLP, D: BatchedD, opt_D: torch.optim.Optimizer, slices: Seq
     real, fake = _split_real_fake(logits, b.x_real.shape[1])
     parts = []
     for s in slices:
-        part = s.loss.d_real(_columns(real, s.members)).mean(0) + s.loss.d_fake(_columns(fake, s.members)).mean(0)
+        part = s.loss.d_loss(_columns(real, s.members), _columns(fake, s.members), dim=0)
         if s.gp_weight > 0:
             part = part + s.gp_weight * _gradient_penalty(D, b, x_fake, s.members)
         parts.append(part)
@@ -217,10 +217,14 @@ def d_step(G: BatchedMLP, D: BatchedD, opt_D: torch.optim.Optimizer, slices: Seq
 
 def g_step(G: BatchedMLP, D: BatchedD, opt_G: torch.optim.Optimizer, slices: Sequence[LossSlice],
             b: TrainBatch) -> torch.Tensor:
-    """One G update of every member through D's plain logits; returns the per-member G losses ``[E]``."""
+    """One G update of every member through D's plain logits; returns the per-member G losses ``[E]``. Paired losses
+    (RpGAN) score the fakes against the step's real batch, as :func:`toy_train.train_cell` does."""
     params = list(G.parameters())
     logits = D(G(b.z_g)).T  # [batch, E]
-    losses = torch.cat([s.loss.g(logits[:, s.members]).mean(0) for s in slices])
+    with torch.no_grad():
+        real = D(b.x_real).T if any(s.loss.paired for s in slices) else None
+    losses = torch.cat([s.loss.g_loss(logits[:, s.members], real=None if real is None else real[:, s.members],
+                                      dim=0) for s in slices])
     for p, grad in zip(params, torch.autograd.grad(losses.sum(), params)):
         p.grad = grad
     opt_G.step()

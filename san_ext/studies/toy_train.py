@@ -102,7 +102,7 @@ def _d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, loss: san_
     with torch.no_grad():
         x_fake = G(b.z_d)
     call = (lambda x: D(x, flg_train=True)) if loss.san else D
-    d_loss = loss.d_real(call(b.x_real)).mean() + loss.d_fake(call(x_fake)).mean()
+    d_loss = loss.d_loss(call(b.x_real), call(x_fake))
     if gp_weight > 0:
         d_loss = d_loss + gp_weight * _gradient_penalty(D, b, x_fake, loss.san)
     opt_D.zero_grad(set_to_none=True)
@@ -113,10 +113,13 @@ def _d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, loss: san_
 
 
 def _g_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, loss: san_losses.GANLoss,
-            z: torch.Tensor) -> float:
-    """One G update through D's plain logits; gradients go to G's parameters only."""
+            z: torch.Tensor, x_real: torch.Tensor) -> float:
+    """One G update through D's plain logits; gradients go to G's parameters only. A paired loss (RpGAN) scores the
+    fakes against ``x_real``, the step's real batch (as R3GAN's loop, where G and D phases share it)."""
     params = list(G.parameters())
-    g_loss = loss.g(D(G(z))).mean()
+    with torch.no_grad():
+        real = D(x_real) if loss.paired else None
+    g_loss = loss.g_loss(D(G(z)), real=real)
     for p, grad in zip(params, torch.autograd.grad(g_loss, params)):
         p.grad = grad
     opt_G.step()
@@ -152,7 +155,7 @@ def train_cell(cfg: CellConfig) -> tuple[nn.Module, nn.Module, dict]:
         for _ in range(setting.d_steps):
             b = _tensors(next(stream))
             d_loss = _d_step(G, D, opt_D, loss, b, cfg.gp_weight)
-        g_loss = _g_step(G, D, opt_G, loss, b.z_g)
+        g_loss = _g_step(G, D, opt_G, loss, b.z_g, b.x_real)
         wall += time.perf_counter() - start
         _cell_probe(cfg, G, D, plain_loss, rec, step)
     return G, D, dict(rec.summary(), wall_s=wall, d_loss=d_loss, g_loss=g_loss, members=1)
@@ -209,7 +212,7 @@ def _group_probe(cells: Sequence[CellConfig], G: BatchedMLP, D: BatchedD, record
         h_f, _, f_f = _batched_directions(D, x_fake)
     for i, (cfg, rec) in enumerate(zip(cells, records)):
         loss = san_losses.get(cfg.loss)
-        w_r, w_f = loss.direction_weights(f_r[i][:, None], True), loss.direction_weights(f_f[i][:, None], False)
+        w_r, w_f = loss.pair_direction_weights(f_r[i][:, None], f_f[i][:, None])
         cos = direction_alignment(rows[i], h_r[i], h_f[i], w_r[:, 0], w_f[:, 0])
         rec.curve.append((step, float(cos[0])))
 

@@ -65,6 +65,10 @@ class LossConfig:
     cls_weight: float = 0.0             # classifier guidance (needs --cond); 0 builds no classifier
     cls_model: str = 'deit_small_distilled_patch16_224'
     cls_pretrained: bool = True
+    r1_gamma: float = 0.0               # R1 on reals, gamma/2 |grad_x D|^2 (R3GAN Eq. 3); 0: off (StyleGAN-XL)
+    r2_gamma: float = 0.0               # R2 on fakes (R3GAN Eq. 4); 0: off
+    gamma_end: Optional[float] = None   # cosine decay of the larger gamma to this over the run (R3GAN); None: fixed
+    reg_every: int = 1                  # lazy R1/R2: every this many D steps, scaled by it (StyleGAN2 Sec. 3.1)
 
     def __post_init__(self) -> None:
         if self.name not in losses.list_losses():
@@ -72,12 +76,18 @@ class LossConfig:
                              f'{_spec_hint(self.name)}')
         if self.reduction not in REDUCTIONS:
             raise ValueError(f'loss reduction must be one of {REDUCTIONS}, got {self.reduction!r}')
-        for name in ('dir_weight', 'blur_init_sigma', 'blur_fade_kimg', 'pl_weight', 'cls_weight'):
+        for name in ('dir_weight', 'blur_init_sigma', 'blur_fade_kimg', 'pl_weight', 'cls_weight', 'r1_gamma',
+                     'r2_gamma'):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f'{name} must be a finite number >= 0, got {value}')
-        if self.pl_interval < 1 or self.pl_batch_shrink < 1:
-            raise ValueError('pl_interval and pl_batch_shrink must be >= 1')
+        if self.pl_interval < 1 or self.pl_batch_shrink < 1 or self.reg_every < 1:
+            raise ValueError('pl_interval, pl_batch_shrink and reg_every must be >= 1')
+        if self.gamma_end is not None:
+            if not (math.isfinite(self.gamma_end) and self.gamma_end >= 0):
+                raise ValueError(f'gamma_end must be a finite number >= 0, got {self.gamma_end}')
+            if self.r1_gamma == 0 and self.r2_gamma == 0:
+                raise ValueError('gamma_end decays the R1/R2 weights, but r1_gamma and r2_gamma are both 0')
 
     @property
     def spec(self) -> str:

@@ -142,7 +142,8 @@ def _setup(cfg: TrainingConfig, env: dist.DistEnv) -> _Trainer:
     opt_G, opt_D = build.build_optimizers(cfg, G, D)
     classifier = build_classifier(cfg.loss.cls_model, cfg.loss.cls_pretrained, env.device) \
         if cfg.loss.cls_weight > 0 else None
-    loss = ProjectedGANLoss(cfg.loss, G, D, classifier, superres=cfg.superres is not None, device=env.device)
+    loss = ProjectedGANLoss(cfg.loss, G, D, classifier, superres=cfg.superres is not None, device=env.device,
+                            total_nimg=cfg.run.kimg * 1000)
     t = _Trainer(cfg, env, run_dir, dataset, G, D, G_ema, opt_G, opt_D, loss, Stats(env.device), metrics=metrics)
     if resume is not None:
         _load_state(t, resume)
@@ -319,7 +320,7 @@ def _g_main_phase(t: _Trainer, chunks: list[_Chunk]) -> None:
         for chunk in chunks:
             gen = _rng(t, chunk, PHASE_G)
             z, c = _latents(t, len(chunk.img), gen)
-            total += _backward(t, t.loss.g_main(z, c, t.progress.cur_nimg, gen), len(chunks))
+            total += _backward(t, t.loss.g_main(z, c, t.progress.cur_nimg, gen, chunk.img, chunk.c), len(chunks))
     _step(t, 'G', t.opt_G, params, total)
 
 
@@ -343,14 +344,19 @@ def _d_phase(t: _Trainer, chunks: list[_Chunk]) -> None:
     t.D.requires_grad_(True)
     _zero_grad(params)
     total = torch.zeros([], device=t.env.device)
+    cur = t.progress.cur_nimg
+    r1, r2 = t.loss.penalty_gammas(cur, t.progress.batch_idx)
     refresh_spectral_norm(t.D)
     with frozen_spectral_norm(t.D):
         for chunk in chunks:
             gen = _rng(t, chunk, PHASE_D)
             with _chunk_gradient(params):
                 z, c = _latents(t, len(chunk.img), gen)
-                total += _backward(t, t.loss.d_fake(z, c, t.progress.cur_nimg, gen), len(chunks))
-                total += _backward(t, t.loss.d_real(chunk.img, chunk.c, t.progress.cur_nimg, gen), len(chunks))
+                if t.loss.gan.paired:  # RpGAN: fake i against real i in one loss
+                    total += _backward(t, t.loss.d_pair(z, c, chunk.img, chunk.c, cur, gen, (r1, r2)), len(chunks))
+                    continue
+                total += _backward(t, t.loss.d_fake(z, c, cur, gen, r2_gamma=r2), len(chunks))
+                total += _backward(t, t.loss.d_real(chunk.img, chunk.c, cur, gen, r1_gamma=r1), len(chunks))
     t.stats.report('Loss/D/loss', total)
     _step(t, 'D', t.opt_D, params, total)
     normalize_san_weights(t.D)

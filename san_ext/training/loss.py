@@ -8,6 +8,9 @@ StyleGAN-XL (Sauer et al. 2022) Sec. 3-4 and upstream ``training/loss.py`` (``Pr
 - G may add classifier guidance, cls_weight * CE(classifier(G(z, c)), c), and the stem adds lazy path-length
   regularisation (StyleGAN2, Karras et al. 2020, Eq. 4) after 1M images.
 SAN (Takida et al. 2024): D phases call ``D(x, c, flg_train=True)`` and the SAN-converted loss takes ``(fun, dir)``.
+A paired loss (RpGAN, R3GAN) pairs real image i with fake image i logit by logit, in one D phase (:meth:`d_pair`);
+G's phase then scores its fakes against the step's real images. R1/R2 (R3GAN Eq. 3-4, ``san_ext.penalties``)
+penalise the per-image score (SAN: of the ``fun`` logit), reduced over images like the adversarial loss.
 
 Each phase function returns the reduced scalar loss and its statistics; the loop calls ``backward``. Our own code.
 """
@@ -25,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.spectral_norm import SpectralNorm
 
-from san_ext import critic_score, losses
-from san_ext.critic_score import ScoreSettings, backbone_logits, per_backbone
+from san_ext import critic_score, losses, penalties
+from san_ext.critic_score import ScoreSettings, backbone_logits, image_scores, per_backbone
 
 from .config import LossConfig
 
@@ -129,8 +132,9 @@ class ProjectedGANLoss:
     """Per-phase losses for G and a projected D (``forward_per_backbone``); holds the path-length mean."""
 
     def __init__(self, cfg: LossConfig, G: nn.Module, D: nn.Module, classifier: Optional[nn.Module] = None,
-                 superres: bool = False, device: Optional[torch.device] = None) -> None:
+                 superres: bool = False, device: Optional[torch.device] = None, total_nimg: float = 0.0) -> None:
         self.cfg, self.G, self.D, self.classifier = cfg, G, D, classifier
+        self.total_nimg = total_nimg  # the run's length: the horizon of the gamma decay
         self.gan = losses.get(cfg.name, san=cfg.san, dir_weight=cfg.dir_weight)
         self.score = ScoreSettings.from_config(cfg)  # how D's score is read: blur schedule, reduction
         self.pl_weight = 0.0 if superres else cfg.pl_weight
@@ -148,7 +152,27 @@ class ProjectedGANLoss:
         return (self.pl_weight > 0 and cur_nimg >= self.cfg.pl_start_kimg * 1e3
                 and batch_idx % self.cfg.pl_interval == 0)
 
+    def penalty_gammas(self, cur_nimg: int, batch_idx: int) -> tuple[float, float]:
+        """(gamma_R1, gamma_R2) of the D step ``batch_idx`` at ``cur_nimg``: cosine-decayed so that the larger one
+        ends at ``gamma_end`` (the other keeps its ratio) and, lazily, ``reg_every`` times that on the steps that
+        run it, 0 on the others."""
+        cfg = self.cfg
+        top = max(cfg.r1_gamma, cfg.r2_gamma)
+        k = penalties.lazy_scale(batch_idx, cfg.reg_every)
+        if top == 0 or k == 0:
+            return 0.0, 0.0
+        end = None if cfg.gamma_end is None else cfg.gamma_end / top
+        factor = k * penalties.gamma_at(1.0, end, cur_nimg, self.total_nimg)
+        return factor * cfg.r1_gamma, factor * cfg.r2_gamma
+
     # -- helpers ----------------------------------------------------------------------------------------------------
+    def _penalty(self, outs: list, img: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """gamma/2 |grad_img score|^2 reduced over images, and the per-image penalty [B]; the score is the
+        per-image D value the loss reads (SAN: the ``fun`` logit, so omega is left to the direction term)."""
+        fun = [o[0] if isinstance(o, tuple) else o for o in outs]
+        pen = penalties.r1_penalty(image_scores(per_backbone(fun), self.score.reduction), img)  # [B]
+        return self.reduce(0.5 * gamma * pen[:, None]), pen.detach()
+
     def run_D(self, img: torch.Tensor, c: Optional[torch.Tensor], cur_nimg: int, flg_train: bool,
               generator: Optional[torch.Generator]) -> list:
         """Blurred images through D: one logit tensor [B, N_b] (or ``(fun, dir)``) per backbone."""
@@ -170,11 +194,20 @@ class ProjectedGANLoss:
 
     # -- phases -----------------------------------------------------------------------------------------------------
     def g_main(self, z: torch.Tensor, c: Optional[torch.Tensor], cur_nimg: int,
-               generator: Optional[torch.Generator] = None) -> PhaseLoss:
-        """G's adversarial loss on D(G(z, c)) plus classifier guidance."""
+               generator: Optional[torch.Generator] = None, real_img: Optional[torch.Tensor] = None,
+               real_c: Optional[torch.Tensor] = None) -> PhaseLoss:
+        """G's adversarial loss on D(G(z, c)) plus classifier guidance; a paired loss scores the fakes against
+        D(real_img, real_c) (the step's real images, as many as z), which the other losses do not read."""
         img = self.G(z, c)  # [B, C, R, R]
         outs = self.run_D(img, c, cur_nimg, flg_train=False, generator=generator)
-        adv = self._per_pair(self.gan.g, outs)
+        if self.gan.paired:
+            if real_img is None:
+                raise ValueError(f'{self.cfg.spec} pairs fakes with reals: pass real_img (and real_c) to g_main')
+            with torch.no_grad():
+                reals = self.run_D(real_img, real_c, cur_nimg, flg_train=False, generator=generator)
+            adv = per_backbone([self.gan.g(f, real=r) for f, r in zip(outs, reals)])
+        else:
+            adv = self._per_pair(self.gan.g, outs)
         loss = self.reduce(adv)
         scores = self._scores(outs)
         stats = {'Loss/scores/fake': scores, 'Loss/signs/fake': scores.sign(), 'Loss/G/adv': adv.sum(1)}
@@ -186,24 +219,55 @@ class ProjectedGANLoss:
         return PhaseLoss(loss, stats)
 
     def d_fake(self, z: torch.Tensor, c: Optional[torch.Tensor], cur_nimg: int,
-               generator: Optional[torch.Generator] = None) -> PhaseLoss:
-        """D's loss on generated images; G runs without grad and updates its w_avg (``update_emas``)."""
+               generator: Optional[torch.Generator] = None, r2_gamma: float = 0.0) -> PhaseLoss:
+        """D's loss on generated images (plus R2 when ``r2_gamma`` > 0); G runs without grad and updates its w_avg
+        (``update_emas``)."""
         with torch.no_grad():
             img = self.G(z, c, update_emas=True)
+        img.requires_grad_(r2_gamma > 0)
         outs = self.run_D(img, c, cur_nimg, flg_train=self.cfg.san, generator=generator)
         per_pair = self._per_pair(self.gan.d_fake, outs)
         scores = self._scores(outs)
-        return PhaseLoss(self.reduce(per_pair), {'Loss/scores/fake': scores, 'Loss/signs/fake': scores.sign(),
-                                                 'Loss/D/fake': per_pair.detach().sum(1)})
+        stats = {'Loss/scores/fake': scores, 'Loss/signs/fake': scores.sign(), 'Loss/D/fake': per_pair.detach().sum(1)}
+        return self._with_penalty(self.reduce(per_pair), stats, (outs, img, r2_gamma, 'Loss/D/r2'))
 
     def d_real(self, img: torch.Tensor, c: Optional[torch.Tensor], cur_nimg: int,
-               generator: Optional[torch.Generator] = None) -> PhaseLoss:
-        """D's loss on real images [B, C, R, R] in [-1, 1]."""
+               generator: Optional[torch.Generator] = None, r1_gamma: float = 0.0) -> PhaseLoss:
+        """D's loss on real images [B, C, R, R] in [-1, 1] (plus R1 when ``r1_gamma`` > 0)."""
+        img = img.detach().requires_grad_(r1_gamma > 0)
         outs = self.run_D(img, c, cur_nimg, flg_train=self.cfg.san, generator=generator)
         per_pair = self._per_pair(self.gan.d_real, outs)
         scores = self._scores(outs)
-        return PhaseLoss(self.reduce(per_pair), {'Loss/scores/real': scores, 'Loss/signs/real': scores.sign(),
-                                                 'Loss/D/real': per_pair.detach().sum(1)})
+        stats = {'Loss/scores/real': scores, 'Loss/signs/real': scores.sign(), 'Loss/D/real': per_pair.detach().sum(1)}
+        return self._with_penalty(self.reduce(per_pair), stats, (outs, img, r1_gamma, 'Loss/D/r1'))
+
+    def d_pair(self, z: torch.Tensor, c: Optional[torch.Tensor], real_img: torch.Tensor,
+               real_c: Optional[torch.Tensor], cur_nimg: int, generator: Optional[torch.Generator] = None,
+               gammas: tuple[float, float] = (0.0, 0.0)) -> PhaseLoss:
+        """D's paired loss (RpGAN): fake image i against real image i, logit by logit, in one phase (fakes through
+        D first, then reals, as the unpaired phases); ``gammas`` = (R1, R2) weights, 0 for none."""
+        if len(z) != len(real_img):
+            raise ValueError(f'{self.cfg.spec} pairs fakes with reals: got {len(z)} latents for {len(real_img)} images')
+        with torch.no_grad():
+            fake = self.G(z, c, update_emas=True)
+        fake.requires_grad_(gammas[1] > 0)
+        real = real_img.detach().requires_grad_(gammas[0] > 0)
+        outs_f = self.run_D(fake, c, cur_nimg, flg_train=self.cfg.san, generator=generator)
+        outs_r = self.run_D(real, real_c, cur_nimg, flg_train=self.cfg.san, generator=generator)
+        per_pair = per_backbone([self.gan.d_pair(r, f) for r, f in zip(outs_r, outs_f)])
+        s_f, s_r = self._scores(outs_f), self._scores(outs_r)
+        stats = {'Loss/scores/fake': s_f, 'Loss/signs/fake': s_f.sign(), 'Loss/scores/real': s_r,
+                 'Loss/signs/real': s_r.sign(), 'Loss/D/pair': per_pair.detach().sum(1)}
+        out = self._with_penalty(self.reduce(per_pair), stats, (outs_r, real, gammas[0], 'Loss/D/r1'))
+        return self._with_penalty(out.loss, out.stats, (outs_f, fake, gammas[1], 'Loss/D/r2'))
+
+    def _with_penalty(self, loss: torch.Tensor, stats: dict, penalty: tuple) -> PhaseLoss:
+        """``loss`` plus the R1/R2 term ``penalty`` = (outs, img, gamma, stat name) when gamma > 0."""
+        outs, img, gamma, name = penalty
+        if gamma > 0:
+            term, per_image = self._penalty(outs, img, gamma)
+            loss, stats = loss + term, {**stats, name: per_image}
+        return PhaseLoss(loss, stats)
 
     def g_pl(self, z: torch.Tensor, c: Optional[torch.Tensor],
              generator: Optional[torch.Generator] = None) -> tuple[PhaseLoss, torch.Tensor]:

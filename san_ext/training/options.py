@@ -69,6 +69,10 @@ class TrainOptions:
     loss: str = losses.spec_name(LossConfig.name, LossConfig.san)  # a losses.parse_spec spec: NAME[-san] or san
     san_lambda: float = LossConfig.dir_weight
     loss_reduction: str = LossConfig.reduction
+    r1_gamma: float = LossConfig.r1_gamma
+    r2_gamma: float = LossConfig.r2_gamma
+    gamma_end: Optional[float] = LossConfig.gamma_end
+    reg_every: int = LossConfig.reg_every
     backbones: tuple[str, ...] = DiscriminatorConfig.backbones
     pretrained: bool = DiscriminatorConfig.pretrained
     resume: Optional[str] = None
@@ -96,9 +100,7 @@ def build_config(o: TrainOptions) -> TrainingConfig:
         raise OptionError('--cls_weight', 'classifier guidance needs class labels: add --cond (or --cls_weight 0)')
     if o.sync_bn and o.device == 'cpu' and o.gpus > 1:
         raise OptionError('--sync-bn', 'SyncBatchNorm needs CUDA GPUs; drop --sync-bn on CPU')
-    loss = dataclasses.replace(recipe.loss, name=loss_name, san=san, dir_weight=o.san_lambda,
-                               reduction=o.loss_reduction, cls_weight=o.cls_weight, cls_pretrained=o.pretrained,
-                               pl_weight=0.0 if o.superres else recipe.loss.pl_weight)
+    loss = _loss_config(o, recipe.loss, loss_name, san)
     optim = dataclasses.replace(recipe.optim, glr=o.glr if o.glr is not None else recipe.optim.glr, dlr=o.dlr)
     D = DiscriminatorConfig(backbones=tuple(o.backbones), c_dim=data.label_dim, img_resolution=data.resolution,
                             img_channels=data.channels, san=loss.san,  # derived: loss.san is the one switch
@@ -107,6 +109,18 @@ def build_config(o: TrainOptions) -> TrainingConfig:
                     batch_gpu=batch_gpu, kimg=o.kimg, tick=o.tick, snap=o.snap, metrics=_metrics(o.metrics),
                     device=o.device, resume=o.resume, sync_bn=o.sync_bn, keep_states=o.keep_states)
     return TrainingConfig(run=run, data=data, G=G, D=D, loss=loss, optim=optim, superres=superres, preset=o.preset)
+
+
+def _loss_config(o: TrainOptions, base: LossConfig, name: str, san: bool) -> LossConfig:
+    if o.gamma_end is not None and o.r1_gamma == 0 and o.r2_gamma == 0:
+        raise OptionError('--gamma-end', 'decays the R1/R2 weights, but --r1-gamma and --r2-gamma are 0; '
+                                         'set one of them (R3GAN: both equal) or drop --gamma-end')
+    if o.reg_every > 1 and o.r1_gamma == 0 and o.r2_gamma == 0:
+        raise OptionError('--reg-every', 'spaces out R1/R2, but --r1-gamma and --r2-gamma are 0')
+    return dataclasses.replace(base, name=name, san=san, dir_weight=o.san_lambda, reduction=o.loss_reduction,
+                               cls_weight=o.cls_weight, cls_pretrained=o.pretrained,
+                               pl_weight=0.0 if o.superres else base.pl_weight, r1_gamma=o.r1_gamma,
+                               r2_gamma=o.r2_gamma, gamma_end=o.gamma_end, reg_every=o.reg_every)
 
 
 def _check_batch(o: TrainOptions) -> int:
