@@ -24,10 +24,17 @@ def test_cases_match_the_network_benchmark_and_quick_start():
 
 def test_measure_times_every_tick_but_reports_from_the_second(tmp_path):
     start = time.perf_counter()
-    row = bench_train.measure(bench_train.CASES['tiny-sr32'], 'cpu', ticks=3, steps_per_tick=1, workdir=tmp_path)
+    setting = bench_train.LOSS_SETTINGS['rpgan-san-r1r2']
+    row = bench_train.measure(bench_train.CASES['tiny-sr32'], 'cpu', ticks=3, steps_per_tick=1, workdir=tmp_path,
+                              loss=setting)
     wall = time.perf_counter() - start
     (run_dir,) = (tmp_path / 'runs').iterdir()
-    ticks = [json.loads(line)['Timing/sec_per_kimg'] for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
+    records = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
+    ticks = [r['Timing/sec_per_kimg'] for r in records]
+    # the loss setting reached the run: RpGAN-SAN with R1 and R2 on every step
+    loss = json.loads((run_dir / 'config.json').read_text())['loss']
+    assert (loss['name'], loss['san'], loss['r1_gamma'], loss['r2_gamma']) == ('rpgan', True, 1.0, 1.0)
+    assert all(r['Loss/D/r1'] > 0 and r['Loss/D/r2'] > 0 for r in records) and row['loss'] == 'rpgan-san-r1r2'
     assert row['ticks'] == len(ticks) == 3 and row['resolution'] == 32
     assert row['sec_per_kimg'] == pytest.approx((ticks[1] + ticks[2]) / 2)  # median of the ticks after the first
     assert row['first_tick_sec_per_kimg'] == ticks[0]
@@ -41,7 +48,7 @@ def test_cli_writes_table_and_json(tmp_path):
     res = CliRunner().invoke(bench_train.main, ['--case', 'tiny', '--device', 'cpu', '--ticks', '2',
                                                 '--steps-per-tick', '1', '--out', str(out)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    assert '| tiny | 16² | 8 (8) |' in res.output
+    assert '| tiny | san | 16² | 8 (8) |' in res.output
     result = json.loads(out.read_text())
     assert result['device'].startswith('cpu') and result['rows'][0]['sec_per_kimg'] > 0
 

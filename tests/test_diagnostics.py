@@ -60,7 +60,7 @@ def test_random_direction_in_high_dimension_is_nearly_orthogonal():
     assert cos.abs().max() < 0.1  # ~ N(0, 1/4096): |cos| ~ 0.016
 
 
-@pytest.mark.parametrize('name', ['hinge', 'nonsaturating'])
+@pytest.mark.parametrize('name', ['hinge', 'nonsaturating', 'rpgan'])
 def test_direction_term_alone_on_fixed_features_reaches_alignment_one(name):
     """Train omega with the SAN direction term only (features fixed, s and bias frozen): it converges to omega*."""
     torch.manual_seed(2)
@@ -72,7 +72,7 @@ def test_direction_term_alone_on_fixed_features_reaches_alignment_one(name):
     opt = torch.optim.SGD([layer.weight], lr=0.5)
     start = san_alignment(layer, h_r, h_f, loss=loss)['']
     for _ in range(400):
-        d = loss.d_real(layer(h_r, flg_train=True)).mean() + loss.d_fake(layer(h_f, flg_train=True)).mean()
+        d = loss.d_loss(layer(h_r, flg_train=True), layer(h_f, flg_train=True))  # rpgan: pairs row i with row i
         opt.zero_grad()
         d.backward()
         opt.step()
@@ -104,6 +104,28 @@ def test_san_alignment_of_a_sanified_mlp_matches_a_manual_computation(name, flip
     got = san_alignment(D, x_r, x_f, loss=loss)
     assert list(got) == ['module.2']
     assert got['module.2'] == pytest.approx(_manual_mlp_alignment(D, x_r, x_f, loss), abs=1e-10)
+
+
+def test_san_alignment_of_a_paired_loss_weights_both_members_of_pair_i_by_sigmoid_of_their_difference():
+    # RpGAN-SAN (docs/LOSSES.md): omega* ∝ sum_i sigmoid(t_i) (h_r,i - h_f,i), t_i = f_r,i - f_f,i, by hand with scipy
+    from scipy.special import expit
+
+    torch.manual_seed(4)
+    D = san_ext.sanify(nn.Sequential(nn.Linear(2, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1)))
+    x_r, x_f = torch.randn(40, 2) + 1, torch.randn(40, 2)
+    got = san_alignment(D, x_r, x_f, loss=losses.get('rpgan', san=True))['module.2']
+    body, head = D.module[:-1], D.san_layer
+    with torch.no_grad():
+        h_r, h_f = (body(x) + head.bias for x in (x_r, x_f))
+        omega = (head.weight / head.weight.norm() * torch.sign(head.scale))[0]
+        f_r, f_f = (h @ omega * head.scale.abs() for h in (h_r, h_f))
+    w = expit((f_r - f_f).numpy())
+    want = float(omega.numpy() @ _numpy_optimum(h_r.numpy(), h_f.numpy(), w, w))
+    assert got == pytest.approx(want, abs=1e-6)
+    unpaired = float(omega.numpy() @ _numpy_optimum(h_r.numpy(), h_f.numpy()))
+    assert abs(want - unpaired) > 1e-3  # the weights matter here
+    with pytest.raises(ValueError, match='one shape'):
+        san_alignment(D, x_r, x_f[:30], loss=losses.get('rpgan', san=True))
 
 
 def test_san_alignment_of_a_conv_layer_uses_every_patch():

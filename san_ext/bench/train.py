@@ -14,6 +14,11 @@ does not depend on them):
 - ``tiny`` / ``tiny-sr32``: the README's CPU quick start (digits at 16², ``--cbase 512 --cmax 32 --syn_layers 4``,
   ``tf_efficientnet_lite0``) and a 16→32 stage on top of it.
 
+Loss settings (``--loss-setting``, repeatable; each case runs under each): ``san`` (StyleSAN-XL's Hinge-SAN, the
+default), ``rpgan-san`` (the relativistic pairing loss: one paired D pass, and G's phase also runs D on the reals) and
+``rpgan-san-r1r2`` (the same with R1 and R2 at gamma 1 on every step, R3GAN's regulariser: a double backward through
+the frozen backbones for the reals and for the fakes), so the table shows what R1/R2 cost per step.
+
 The reference point for upstream StyleGAN-XL is its issue #36: the 16² stem on one V100 at batch 8, about 120 s/kimg.
 """
 
@@ -42,7 +47,7 @@ from san_ext.networks.superres import SuperresGenerator
 from .common import render_table, write_json
 from .networks import Stage, stages
 
-__all__ = ['CASES', 'Case', 'measure', 'format_table']
+__all__ = ['CASES', 'LOSS_SETTINGS', 'Case', 'LossSetting', 'measure', 'format_table']
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,23 @@ def _cases() -> dict[str, Case]:
 
 
 CASES: dict[str, Case] = _cases()
+
+
+@dataclass(frozen=True)
+class LossSetting:
+    """The loss a case trains with: a ``--loss`` spec and the R1/R2 weights."""
+
+    name: str
+    loss: str = 'san'
+    r1_gamma: float = 0.0
+    r2_gamma: float = 0.0
+
+
+LOSS_SETTINGS: dict[str, LossSetting] = {s.name: s for s in (
+    LossSetting('san'),
+    LossSetting('rpgan-san', 'rpgan-san'),
+    LossSetting('rpgan-san-r1r2', 'rpgan-san', r1_gamma=1.0, r2_gamma=1.0),
+)}
 
 
 def _synthetic_dataset(dest: Path, num: int, resolution: int, classes: int, seed: int = 0) -> Path:
@@ -103,7 +125,8 @@ def _stem_snapshot(case: Case, work: Path) -> Path:
     return save_snapshot(work, stem, config=None, cur_nimg=0, name='stem')
 
 
-def _options(case: Case, work: Path, data: Path, device: str, ticks: int, steps_per_tick: int, seed: int):
+def _options(case: Case, work: Path, data: Path, device: str, ticks: int, steps_per_tick: int, seed: int,
+             loss: LossSetting = LOSS_SETTINGS['san']):
     from san_ext.training.options import TrainOptions
 
     gen, tick_kimg = case.stage.gen, case.batch * steps_per_tick / 1000
@@ -115,7 +138,8 @@ def _options(case: Case, work: Path, data: Path, device: str, ticks: int, steps_
                         batch_gpu=case.batch_gpu, kimg=tick_kimg * ticks, tick=tick_kimg, snap=10 ** 6,
                         cbase=gen.channel_base, cmax=gen.channel_max, syn_layers=gen.num_layers,
                         backbones=case.stage.backbones, pretrained=False, interp_size=case.interp_size,
-                        metrics=('none',), workers=0 if device == 'cpu' else 3, device=device, seed=seed, **extra)
+                        metrics=('none',), workers=0 if device == 'cpu' else 3, device=device, seed=seed,
+                        loss=loss.loss, r1_gamma=loss.r1_gamma, r2_gamma=loss.r2_gamma, **extra)
 
 
 def _tick_records(run_dir: Path) -> list[dict]:
@@ -124,8 +148,10 @@ def _tick_records(run_dir: Path) -> list[dict]:
 
 
 def measure(case: Case, device: str, ticks: int = 4, steps_per_tick: int = 2, seed: int = 0,
-            workdir: Optional[Path] = None, log: Optional[io.TextIOBase] = None) -> dict:
-    """Train ``case`` for ``ticks`` ticks of ``steps_per_tick`` steps; return sec/kimg (median of ticks 2..N)."""
+            workdir: Optional[Path] = None, log: Optional[io.TextIOBase] = None,
+            loss: LossSetting = LOSS_SETTINGS['san']) -> dict:
+    """Train ``case`` with ``loss`` for ``ticks`` ticks of ``steps_per_tick`` steps; return sec/kimg (median of
+    ticks 2..N)."""
     if ticks < 2:
         raise ValueError(f'ticks must be >= 2 (the first tick is warm-up), got {ticks}')
     from san_ext.training.loop import run
@@ -135,7 +161,7 @@ def measure(case: Case, device: str, ticks: int = 4, steps_per_tick: int = 2, se
         work = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         resolution = case.stage.gen.img_resolution * math.prod(s.up_factor for s in case.stage.superres)
         data = _dataset(case, resolution, work)
-        cfg = build_config(_options(case, work, data, device, ticks, steps_per_tick, seed))
+        cfg = build_config(_options(case, work, data, device, ticks, steps_per_tick, seed, loss))
         sink = log if log is not None else io.StringIO()
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             run_dir = run(cfg)
@@ -145,7 +171,7 @@ def measure(case: Case, device: str, ticks: int = 4, steps_per_tick: int = 2, se
     peak = max(peaks) if peaks else None
     timed = times[1:]
     median = statistics.median(timed)
-    return dict(case=case.name, resolution=resolution, batch=case.batch, batch_gpu=case.batch_gpu,
+    return dict(case=case.name, loss=loss.name, resolution=resolution, batch=case.batch, batch_gpu=case.batch_gpu,
                 steps_per_tick=steps_per_tick, ticks=len(times), sec_per_kimg=median,
                 sec_per_kimg_min=min(timed), sec_per_kimg_max=max(timed), img_per_s=1000 / median,
                 first_tick_sec_per_kimg=times[0], peak_gpu_gib=peak)
@@ -153,11 +179,12 @@ def measure(case: Case, device: str, ticks: int = 4, steps_per_tick: int = 2, se
 
 def format_table(rows: list[dict]) -> str:
     """The rows as a Markdown table (the README's)."""
-    header = ('case', 'res', 'batch (chunk)', 'sec/kimg (median)', 'range', 'img/s', 'peak GPU GiB')
-    body = [(r['case'], f'{r["resolution"]}²', f'{r["batch"]} ({r["batch_gpu"]})', f'{r["sec_per_kimg"]:.1f}',
+    header = ('case', 'loss', 'res', 'batch (chunk)', 'sec/kimg (median)', 'range', 'img/s', 'peak GPU GiB')
+    body = [(r['case'], r.get('loss', 'san'), f'{r["resolution"]}²', f'{r["batch"]} ({r["batch_gpu"]})',
+             f'{r["sec_per_kimg"]:.1f}',
              f'{r["sec_per_kimg_min"]:.1f}–{r["sec_per_kimg_max"]:.1f}', f'{r["img_per_s"]:.2f}',
              '-' if r['peak_gpu_gib'] is None else f'{r["peak_gpu_gib"]:.1f}') for r in rows]
-    return render_table(header, body, 3, markdown=True).rstrip('\n')
+    return render_table(header, body, 4, markdown=True).rstrip('\n')
 
 
 def _device_name(device: str) -> str:
@@ -169,6 +196,8 @@ def _device_name(device: str) -> str:
 @click.command(help=__doc__, context_settings={'max_content_width': 120})
 @click.option('--case', 'names', multiple=True, type=click.Choice(list(CASES)),
               help='Cases to run (repeatable). Default: the ImageNet cases on a GPU, tiny on CPU.')
+@click.option('--loss-setting', 'losses', multiple=True, type=click.Choice(list(LOSS_SETTINGS)),
+              help='Loss settings to run each case under (repeatable).  [default: san]')
 @click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True)
 @click.option('--ticks', type=click.IntRange(2), default=4, show_default=True,
               help='Ticks per case; the first is warm-up and not counted.')
@@ -179,7 +208,7 @@ def _device_name(device: str) -> str:
               help='JSON result file.')
 @click.option('--log', 'log_path', type=click.Path(dir_okay=False), default=None,
               help='Write the training loops\' own output (summaries, progress) here instead of discarding it.')
-def main(names, device, ticks, steps_per_tick, seed, out, log_path):
+def main(names, losses, device, ticks, steps_per_tick, seed, out, log_path):
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if device == 'cuda' and not torch.cuda.is_available():
@@ -189,8 +218,10 @@ def main(names, device, ticks, steps_per_tick, seed, out, log_path):
     with contextlib.ExitStack() as stack:
         log = stack.enter_context(open(log_path, 'w', encoding='utf-8')) if log_path else None
         for name in names:
-            click.echo(f'{name}: {ticks} ticks x {steps_per_tick} steps on {device} ...', err=True)
-            rows.append(measure(CASES[name], device, ticks, steps_per_tick, seed, log=log))
+            for setting in losses or ('san',):
+                click.echo(f'{name} / {setting}: {ticks} ticks x {steps_per_tick} steps on {device} ...', err=True)
+                rows.append(measure(CASES[name], device, ticks, steps_per_tick, seed, log=log,
+                                    loss=LOSS_SETTINGS[setting]))
     result = dict(device=_device_name(device), torch=torch.__version__, rows=rows)
     click.echo(f'device: {result["device"]}, torch {result["torch"]}')
     click.echo(format_table(rows))

@@ -70,7 +70,7 @@ __all__ = ['CellConfig', 'SweepConfig', 'QUICK', 'build_G', 'build_D', 'init_mod
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LOSSES = ('hinge', 'saturating', 'nonsaturating')
+DEFAULT_LOSSES = ('hinge', 'saturating', 'nonsaturating', 'rpgan')
 
 
 @dataclass(frozen=True)
