@@ -254,3 +254,23 @@ def test_regenerating_the_classifier_reproduces_the_committed_weights(tmp_path):
     if torch.backends.cpu.get_cpu_capability() == record['cpu_capability']:
         assert file_sha256(weights) == record['sha256']
     assert new['test_accuracy'] == pytest.approx(record['test_accuracy'], abs=0.01)
+
+
+@pytest.mark.parametrize('conditional', [False, True])
+def test_paired_loss_g_step_reads_a_fresh_real_batch_from_its_own_generator(conditional, monkeypatch):
+    """RpGAN's G step scores its fakes against ``_fresh_reals`` (own generator, seed + 1), not the D step's batch."""
+    cfg = digits.CellConfig(variant='rpgan-san', conditional=conditional, steps=2, batch=8, dot_steps=0)
+    ref = ev.reference()
+    fresh, stream = digits._fresh_reals(cfg, ref), digits._batches(cfg, ref)
+    want = [next(fresh) for _ in range(2)]
+    d_batches = [next(stream)[0] for _ in range(2)]
+    seen = []
+    g_step = digits._g_step
+    monkeypatch.setattr(digits, '_g_step', lambda *a: seen.append(a[6:]) or g_step(*a))
+    digits.train_cell(cfg)
+    assert len(seen) == 2
+    for (x, c), (x_want, c_want), x_d in zip(seen, want, d_batches):
+        assert torch.equal(x, x_want) and not torch.equal(x, x_d)
+        assert (c is None) == (not conditional) and (c is None or torch.equal(c, c_want))
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # uniform draws with replacement, by hand
+    assert torch.equal(want[0][0], ref.images[torch.randint(0, len(ref.images), (8,), generator=gen)])

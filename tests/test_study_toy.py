@@ -462,3 +462,23 @@ def test_quick_preset_shows_learning_with_n_in_the_table(tmp_path):
     gan = [r for r in rows if r['variant'] == 'GAN']
     assert max(r['modes_covered_mean'] for r in gan) >= 1 and max(r['high_quality_mean'] for r in gan) > 0.1
     assert '±' in result.output and ' 3 ' in result.output
+
+
+def test_paired_g_step_scores_against_the_fresh_real_batch_from_its_own_stream():
+    """RpGAN's G step reads ``x_real_g``, drawn from ``default_rng([seed, 2])``; ``x_real`` and the rest keep the
+    ``[seed, 0]`` stream, so the unpaired losses' runs are unchanged by it."""
+    from san_ext.studies.toy_batched import LossSlice, MemberStream, g_step
+    from san_ext.studies.toy_data import training_batches
+
+    data = get_dataset('ring8')
+    b = next(training_batches('ring8', 3, 16, 4))
+    np.testing.assert_array_equal(b.x_real, data.sample(np.random.default_rng([3, 0]), 64 * 16)[:16])
+    np.testing.assert_array_equal(b.x_real_g, data.sample(np.random.default_rng([3, 2]), 64 * 16)[:16])
+    cells = [toy.CellConfig(dataset='ring8', loss='rpgan', san=False, seed=s, batch=16) for s in (0, 1)]
+    G, D, _ = toy.train_group([dataclasses.replace(c, steps=1) for c in cells])
+    seen = []
+    D.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    batch = MemberStream({s: training_batches('ring8', s, 16, cells[0].z_dim) for s in (0, 1)}, [0, 1]).next()
+    g_step(G, D, torch.optim.SGD(G.parameters(), lr=0.0), [LossSlice(losses.get('rpgan'), slice(0, 2))], batch)
+    assert any(torch.equal(x, batch.x_real_g) for x in seen)
+    assert not any(torch.equal(x, batch.x_real) for x in seen)

@@ -183,3 +183,33 @@ def test_train_py_runs_rpgan_with_r1_r2_and_resumes_exactly(spec, tmp_path, digi
     assert all(np.isfinite(t['Loss/D/pair']) for t in ticks)
     penalised = [t for t in ticks if 'Loss/D/r1' in t]  # one step per tick; R1/R2 on every 2nd step
     assert len(penalised) == 3 and all(np.isfinite(t['Loss/D/r1']) and np.isfinite(t['Loss/D/r2']) for t in penalised)
+
+
+@pytest.mark.usefixtures('one_thread')
+def test_g_phase_scores_fakes_against_a_fresh_real_batch(tmp_path, digits16, monkeypatch):
+    """The paired G phase gets dataset images other than the D phase's chunk (R3GAN draws a fresh batch for G)."""
+    from test_training import tiny_config
+
+    from san_ext.data.dataset import open_dataset
+    from san_ext.training.loop import run
+
+    seen = {'g': [], 'd': []}
+    g_main, d_pair = ProjectedGANLoss.g_main, ProjectedGANLoss.d_pair
+
+    def spy_g(self, z, c, cur_nimg, generator=None, real_img=None, real_c=None):
+        seen['g'].append(real_img.clone())
+        return g_main(self, z, c, cur_nimg, generator, real_img, real_c)
+
+    def spy_d(self, z, c, real_img, *args, **kw):
+        seen['d'].append(real_img.clone())
+        return d_pair(self, z, c, real_img, *args, **kw)
+
+    monkeypatch.setattr(ProjectedGANLoss, 'g_main', spy_g)
+    monkeypatch.setattr(ProjectedGANLoss, 'd_pair', spy_d)
+    run(tiny_config(tmp_path, digits16, kimg=0.008, tick=0.008, snap=1, loss=dict(name='rpgan')))  # rpgan-san
+    assert len(seen['g']) == len(seen['d']) == 2 and all(x.shape == (4, 3, 16, 16) for x in seen['g'])
+    assert not any(torch.equal(g, d) for g, d in zip(seen['g'], seen['d']))
+    data = open_dataset(digits16)
+    pool = torch.stack([torch.from_numpy(data[i][0]) for i in range(len(data))]).float() / 127.5 - 1
+    for img in torch.cat(seen['g']):  # every G-phase real is an image of the data set, as the loop scales it
+        assert (pool - img).abs().flatten(1).amax(1).min() < 1e-6

@@ -177,6 +177,15 @@ def _batches(cfg: CellConfig, ref: ev.Reference):
             yield ref.images[idx], c_real, z, c_fake
 
 
+def _fresh_reals(cfg: CellConfig, ref: ev.Reference):
+    """Endless (x_real, c_real) batches for a paired loss's G step: uniform draws with replacement from their own
+    generator (seed + 1), so the D step's stream is the same as for every other loss."""
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    while True:
+        idx = torch.randint(0, len(ref.images), (cfg.batch,), generator=gen)
+        yield ref.images[idx], F.one_hot(ref.labels[idx], 10).float() if cfg.conditional else None
+
+
 def _d_step(G, D, opt_D, loss: san_losses.GANLoss, x_real, c_real, z, c_fake) -> float:
     """One D update on real and (detached) fake samples in one forward pass; re-projects SAN directions after."""
     b = len(x_real)
@@ -199,7 +208,7 @@ def _d_step(G, D, opt_D, loss: san_losses.GANLoss, x_real, c_real, z, c_fake) ->
 
 def _g_step(G, D, opt_G, loss: san_losses.GANLoss, z, c_fake, x_real, c_real) -> float:
     """One G update through D's plain logits; gradients are taken for G's parameters only. A paired loss (RpGAN)
-    scores the fakes against the step's real batch (R3GAN's loop shares it between the G and D phases)."""
+    scores the fakes against ``x_real``, a fresh real batch (:func:`_fresh_reals`; R3GAN's loop draws one for G)."""
     params = list(G.parameters())
     fake = G(z) if c_fake is None else G(z, c_fake)
     real = None
@@ -226,13 +235,13 @@ def train_cell(cfg: CellConfig, on_step: Optional[Callable[[int], None]] = None)
         D = build_D(cfg.width, cfg.conditional, cfg.san)
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=cfg.betas)
-    stream = _batches(cfg, ref)
+    stream, fresh = _batches(cfg, ref), _fresh_reals(cfg, ref)
     start, cpu = time.perf_counter(), time.process_time()
     d_loss, g_loss, step = float('nan'), float('nan'), 0
     for step in range(1, cfg.steps + 1):
         x_real, c_real, z, c_fake = next(stream)
         d_loss = _d_step(G, D, opt_D, loss, x_real, c_real, z, c_fake)
-        g_loss = _g_step(G, D, opt_G, loss, z, c_fake, x_real, c_real)
+        g_loss = _g_step(G, D, opt_G, loss, z, c_fake, *(next(fresh) if loss.paired else (None, None)))
         if on_step is not None and step % 100 == 0:
             on_step(100)
         if not (torch.isfinite(torch.tensor([d_loss, g_loss])).all()):

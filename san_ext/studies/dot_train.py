@@ -13,8 +13,8 @@ Per-critic recipe, fixed before any run of this study (reasons in ``dot.py``'s d
 - ``hinge-gan``, ``hinge-san``: hinge loss (SAN: ``losses.get('hinge', san=True)`` on (fun, dir), directions
   re-projected after every D step), 1 D step per G step, Adam 2e-4, betas (0.5, 0.999): the toy benchmark's
   setting, chosen there on all its cells together.
-- ``rpgan-gan``, ``rpgan-san``: R3GAN's relativistic pairing loss (``losses.get('rpgan')``; G scored against the
-  step's real batch) with hinge's setting, so the pair differs from hinge only in the loss; no R1/R2 penalty.
+- ``rpgan-gan``, ``rpgan-san``: R3GAN's relativistic pairing loss (``losses.get('rpgan')``; G scored against a
+  fresh real batch) with hinge's setting, so the pair differs from hinge only in the loss; no R1/R2 penalty.
 """
 
 from __future__ import annotations

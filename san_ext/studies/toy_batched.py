@@ -158,7 +158,8 @@ class MemberStream:
         batches = [next(self.streams[s]) for s in self.seeds]
         dtype = torch.get_default_dtype()
         pick = lambda key: torch.as_tensor(np.stack([getattr(b, key) for b in batches])[self.index], dtype=dtype)  # noqa: E731
-        return TrainBatch(x_real=pick('x_real'), z_d=pick('z_d'), z_g=pick('z_g'), mix=pick('mix'))
+        return TrainBatch(x_real=pick('x_real'), z_d=pick('z_d'), z_g=pick('z_g'), mix=pick('mix'),
+                          x_real_g=pick('x_real_g'))
 
 
 # -- training --------------------------------------------------------------------------------------------------
@@ -218,11 +219,11 @@ def d_step(G: BatchedMLP, D: BatchedD, opt_D: torch.optim.Optimizer, slices: Seq
 def g_step(G: BatchedMLP, D: BatchedD, opt_G: torch.optim.Optimizer, slices: Sequence[LossSlice],
             b: TrainBatch) -> torch.Tensor:
     """One G update of every member through D's plain logits; returns the per-member G losses ``[E]``. Paired losses
-    (RpGAN) score the fakes against the step's real batch, as :func:`toy_train.train_cell` does."""
+    (RpGAN) score the fakes against a fresh real batch (``b.x_real_g``), as :func:`toy_train.train_cell` does."""
     params = list(G.parameters())
     logits = D(G(b.z_g)).T  # [batch, E]
     with torch.no_grad():
-        real = D(b.x_real).T if any(s.loss.paired for s in slices) else None
+        real = D(b.x_real_g).T if any(s.loss.paired for s in slices) else None
     losses = torch.cat([s.loss.g_loss(logits[:, s.members], real=None if real is None else real[:, s.members],
                                       dim=0) for s in slices])
     for p, grad in zip(params, torch.autograd.grad(losses.sum(), params)):

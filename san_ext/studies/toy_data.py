@@ -138,23 +138,28 @@ def get_dataset(name: str) -> ToyDataset:
 @dataclass(frozen=True)
 class TrainBatch:
     """The random inputs of one training step, float32: real ``[batch, 2]``, latents ``[batch, z_dim]`` for the D
-    and the G step, and ``mix`` ``[batch, 1]`` in [0, 1) for gradient-penalty interpolates."""
+    and the G step, ``mix`` ``[batch, 1]`` in [0, 1) for gradient-penalty interpolates, and ``x_real_g``, a fresh
+    real batch for the G step of a paired loss (RpGAN scores G's fakes against reals the D step did not see)."""
 
     x_real: np.ndarray
     z_d: np.ndarray
     z_g: np.ndarray
     mix: np.ndarray
+    x_real_g: np.ndarray
 
 
 def training_batches(name: str, seed: int, batch: int, z_dim: int) -> Iterator[TrainBatch]:
     """Endless per-step stream of training inputs for data set ``name``, a function of ``seed`` only.
 
-    Drawn in fixed chunks of steps from ``default_rng([seed, 0])`` (held-out evaluation data uses ``[seed, 1]``).
+    Drawn in fixed chunks of steps from ``default_rng([seed, 0])`` (held-out evaluation data uses ``[seed, 1]``);
+    the G step's reals ``x_real_g`` come from their own ``default_rng([seed, 2])``, so they leave the other draws
+    (and every unpaired loss's run) as they were.
     """
-    data, rng = get_dataset(name), np.random.default_rng([seed, 0])
+    data, rng, rng_g = get_dataset(name), np.random.default_rng([seed, 0]), np.random.default_rng([seed, 2])
     while True:
         x = data.sample(rng, _STREAM_CHUNK * batch).reshape(_STREAM_CHUNK, batch, 2)
         z = rng.standard_normal((_STREAM_CHUNK, 2, batch, z_dim), dtype=np.float32)
         mix = rng.random((_STREAM_CHUNK, batch, 1), dtype=np.float32)
+        x_g = data.sample(rng_g, _STREAM_CHUNK * batch).reshape(_STREAM_CHUNK, batch, 2)
         for i in range(_STREAM_CHUNK):
-            yield TrainBatch(x_real=x[i], z_d=z[i, 0], z_g=z[i, 1], mix=mix[i])
+            yield TrainBatch(x_real=x[i], z_d=z[i, 0], z_g=z[i, 1], mix=mix[i], x_real_g=x_g[i])

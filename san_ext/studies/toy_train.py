@@ -115,7 +115,7 @@ def _d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, loss: san_
 def _g_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, loss: san_losses.GANLoss,
             z: torch.Tensor, x_real: torch.Tensor) -> float:
     """One G update through D's plain logits; gradients go to G's parameters only. A paired loss (RpGAN) scores the
-    fakes against ``x_real``, the step's real batch (as R3GAN's loop, where G and D phases share it)."""
+    fakes against ``x_real``, a fresh real batch (R3GAN's loop draws one for its G phase)."""
     params = list(G.parameters())
     with torch.no_grad():
         real = D(x_real) if loss.paired else None
@@ -155,7 +155,7 @@ def train_cell(cfg: CellConfig) -> tuple[nn.Module, nn.Module, dict]:
         for _ in range(setting.d_steps):
             b = _tensors(next(stream))
             d_loss = _d_step(G, D, opt_D, loss, b, cfg.gp_weight)
-        g_loss = _g_step(G, D, opt_G, loss, b.z_g, b.x_real)
+        g_loss = _g_step(G, D, opt_G, loss, b.z_g, b.x_real_g)
         wall += time.perf_counter() - start
         _cell_probe(cfg, G, D, plain_loss, rec, step)
     return G, D, dict(rec.summary(), wall_s=wall, d_loss=d_loss, g_loss=g_loss, members=1)

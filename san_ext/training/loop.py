@@ -284,6 +284,15 @@ def _latents(t: _Trainer, n: int, gen: torch.Generator) -> tuple[torch.Tensor, O
     return z, c.to(t.env.device)
 
 
+def _fresh_reals(t: _Trainer, n: int, gen: torch.Generator) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """n dataset images drawn uniformly (with replacement) by ``gen``, in [-1, 1], and their labels (or None): the
+    fresh real batch a paired loss's G phase scores its fakes against (R3GAN draws one for every G phase)."""
+    idx = torch.randint(len(t.dataset), [n], generator=gen).tolist()
+    images, labels = zip(*(t.dataset[i] for i in idx))
+    img = torch.from_numpy(np.stack(images)).to(t.env.device).to(torch.float32) / 127.5 - 1
+    return img, torch.from_numpy(np.stack(labels)).to(t.env.device) if t.G.c_dim > 0 else None
+
+
 def _backward(t: _Trainer, out, n_chunks: int) -> torch.Tensor:
     """Backward of one chunk's loss, weighted so that the chunks of all ranks average; report its stats."""
     (out.loss / n_chunks).backward()
@@ -320,7 +329,8 @@ def _g_main_phase(t: _Trainer, chunks: list[_Chunk]) -> None:
         for chunk in chunks:
             gen = _rng(t, chunk, PHASE_G)
             z, c = _latents(t, len(chunk.img), gen)
-            total += _backward(t, t.loss.g_main(z, c, t.progress.cur_nimg, gen, chunk.img, chunk.c), len(chunks))
+            reals = _fresh_reals(t, len(chunk.img), gen) if t.loss.gan.paired else (None, None)
+            total += _backward(t, t.loss.g_main(z, c, t.progress.cur_nimg, gen, *reals), len(chunks))
     _step(t, 'G', t.opt_G, params, total)
 
 

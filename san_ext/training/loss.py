@@ -9,8 +9,9 @@ StyleGAN-XL (Sauer et al. 2022) Sec. 3-4 and upstream ``training/loss.py`` (``Pr
   regularisation (StyleGAN2, Karras et al. 2020, Eq. 4) after 1M images.
 SAN (Takida et al. 2024): D phases call ``D(x, c, flg_train=True)`` and the SAN-converted loss takes ``(fun, dir)``.
 A paired loss (RpGAN, R3GAN) pairs real image i with fake image i logit by logit, in one D phase (:meth:`d_pair`);
-G's phase then scores its fakes against the step's real images. R1/R2 (R3GAN Eq. 3-4, ``san_ext.penalties``)
-penalise the per-image score (SAN: of the ``fun`` logit), reduced over images like the adversarial loss.
+G's phase scores its fakes against a fresh real batch, as R3GAN's loop does. R1/R2 (R3GAN Eq. 3-4,
+``san_ext.penalties``) penalise the per-image score (SAN: of the ``fun`` logit), reduced over images like the
+adversarial loss.
 
 Each phase function returns the reduced scalar loss and its statistics; the loop calls ``backward``. Our own code.
 """
@@ -197,7 +198,7 @@ class ProjectedGANLoss:
                generator: Optional[torch.Generator] = None, real_img: Optional[torch.Tensor] = None,
                real_c: Optional[torch.Tensor] = None) -> PhaseLoss:
         """G's adversarial loss on D(G(z, c)) plus classifier guidance; a paired loss scores the fakes against
-        D(real_img, real_c) (the step's real images, as many as z), which the other losses do not read."""
+        D(real_img, real_c) (a fresh real batch, as many as z; the loop draws it), which the other losses ignore."""
         img = self.G(z, c)  # [B, C, R, R]
         outs = self.run_D(img, c, cur_nimg, flg_train=False, generator=generator)
         if self.gan.paired:
