@@ -8,6 +8,7 @@ import contextlib
 import io
 import itertools
 import json
+import logging
 import multiprocessing
 import os
 from collections.abc import Iterator
@@ -21,10 +22,12 @@ from tqdm import tqdm
 
 from .dataset import DECODE_ERRORS
 from .sources import Source, SourceItem, open_source
-from .storage import DatasetError
+from .storage import DatasetError, class_count
 from .writer import DatasetWriter, check_dest
 
 __all__ = ['TRANSFORMS', 'ConvertConfig', 'ConvertResult', 'convert_dataset', 'make_digits_dataset', 'transform_image']
+
+log = logging.getLogger(__name__)
 
 TRANSFORMS = ('center-crop', 'center-crop-wide', 'none')
 
@@ -67,15 +70,45 @@ class _Encoder:
     channels: int
     compress_level: int
 
-    def __call__(self, item: SourceItem) -> tuple[str, Optional[int], bytes, tuple[int, int]]:
+    def __call__(self, item: SourceItem) -> tuple[str, Optional[int], bytes, tuple[int, int], tuple[int, int]]:
+        """(name, label, PNG bytes, output size, source size)."""
         try:
             img = _to_channels(_decode(item), self.channels)
+            source_size = img.size
             img = transform_image(img, self.transform, self.resolution)
         except DatasetError as err:
             raise DatasetError(f'{item.name}: {err}') from None
         buf = io.BytesIO()
         img.save(buf, format='PNG', compress_level=self.compress_level)
-        return item.name, item.label, buf.getvalue(), img.size
+        return item.name, item.label, buf.getvalue(), img.size, source_size
+
+
+def _crop_side(size: tuple[int, int], transform: str) -> int:
+    """The source pixels across the box that ``transform`` scales to the output width (less: it is upscaled)."""
+    w, h = size
+    return min(w, h) if transform == 'center-crop' else min(w, 2 * h) // 2 * 2 if transform == 'center-crop-wide' \
+        else w
+
+
+@dataclass
+class _Upscaled:
+    """Images that --resolution enlarged: how many, and the smallest source (name, size)."""
+
+    count: int = 0
+    smallest: Optional[tuple[str, tuple[int, int]]] = None
+
+    def add(self, name: str, size: tuple[int, int], transform: str, resolution: Optional[int]) -> None:
+        if resolution is not None and _crop_side(size, transform) < resolution:
+            self.count += 1
+            if self.smallest is None or min(size) < min(self.smallest[1]):
+                self.smallest = (name, size)
+
+    def warn(self, total: int, resolution: Optional[int]) -> None:
+        if self.count:
+            name, (w, h) = self.smallest
+            log.warning('%d of %d images were smaller than %dx%d and were upscaled (the smallest, %s, is %dx%d): '
+                        'upscaled images are blurry; pass a smaller --resolution, or leave such images out',
+                        self.count, total, resolution, resolution, name, w, h)
 
 
 def transform_image(img: PIL.Image.Image, transform: str, resolution: Optional[int]) -> PIL.Image.Image:
@@ -116,11 +149,13 @@ def convert_dataset(cfg: ConvertConfig, progress: bool = True) -> ConvertResult:
     encoder = _Encoder(cfg.transform, cfg.resolution, cfg.channels or source.channels, cfg.compress_level)
     labels: list[list] = []
     first: Optional[tuple[str, tuple[int, int]]] = None
+    upscaled = _Upscaled()
     with DatasetWriter(cfg.dest, force=cfg.force) as writer, _mapper(cfg.workers) as imap:
         results = imap(encoder, itertools.islice(source.items(), num))
-        for idx, (name, label, png, size) in enumerate(tqdm(results, total=num, unit='img', disable=not progress,
-                                                            desc=f'{source.kind} -> {writer.dest.name}')):
+        for idx, (name, label, png, size, source_size) in enumerate(tqdm(
+                results, total=num, unit='img', disable=not progress, desc=f'{source.kind} -> {writer.dest.name}')):
             first = first or _check_first(name, size, cfg)
+            upscaled.add(name, source_size, cfg.transform, cfg.resolution)
             if size != first[1]:
                 raise DatasetError(f'{name} is {size[0]}x{size[1]} after --transform {cfg.transform} but '
                                    f'{first[0]} is {first[1][0]}x{first[1][1]}; pass --resolution R so all match')
@@ -128,7 +163,8 @@ def convert_dataset(cfg: ConvertConfig, progress: bool = True) -> ConvertResult:
             writer.add(arcname, png)
             labels.append([arcname, label])
         writer.add('dataset.json', _metadata(source, labels).encode('utf-8'))
-    num_classes = 1 + max((lab for _, lab in labels), default=-1) if source.has_labels else 0
+    upscaled.warn(len(labels), cfg.resolution)
+    num_classes = class_count([lab for _, lab in labels], f'labels of {source.path}') if source.has_labels else 0
     return ConvertResult(writer.dest, source.kind, len(labels), first[1][0], encoder.channels, num_classes)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .storage import CONVERT_HINT, DatasetError, Storage, is_image_name, read_label_table
+from .storage import CONVERT_HINT, DatasetError, Storage, class_count, is_image_name, read_label_table
 
 __all__ = ['ImageDataset', 'open_dataset']
 
@@ -50,7 +50,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.label_dim = 0
         if use_labels:
             self._class_ids = _load_class_ids(self._storage, self._names)
-            self.label_dim = int(self._class_ids.max()) + 1
+            self.label_dim = class_count(self._class_ids.tolist(), self._storage.describe('dataset.json'))
         self._raw_idx = np.concatenate([raw_idx, raw_idx]) if xflip else raw_idx
         self._xflip = np.repeat([False, True], len(raw_idx)) if xflip else np.zeros(len(raw_idx), dtype=bool)
         self._storage.close()  # workers (and this process) reopen the zip on first read

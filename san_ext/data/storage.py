@@ -7,15 +7,22 @@ so ``DataLoader(num_workers=k)`` workers each read the archive through their own
 from __future__ import annotations
 
 import json
+import logging
 import os
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Optional, Union
 
-__all__ = ['IMAGE_EXTENSIONS', 'DatasetError', 'Storage', 'is_image_name', 'read_label_table']
+__all__ = ['IMAGE_EXTENSIONS', 'MAX_CLASS_ID', 'DatasetError', 'Storage', 'class_count', 'damaged_zip_message',
+           'is_image_name', 'read_label_table']
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp')
 CONVERT_HINT = 'build one with: python dataset_tool.py --source SRC --dest DEST.zip (see --help)'
+MAX_CLASS_ID = 2 ** 31 - 1  # class ids index one-hot labels and embedding rows; larger ones are mistakes
+_ZIP_MAGIC = (b'PK\x03\x04', b'PK\x05\x06')  # a local file header; the end record of an empty archive
 
 
 class DatasetError(ValueError):
@@ -36,7 +43,8 @@ class Storage:
             raise DatasetError(f'dataset not found: {self.path}; {CONVERT_HINT}')
         self.is_zip = self.path.is_file()
         if self.is_zip and not zipfile.is_zipfile(self.path):
-            raise DatasetError(f'{self.path} is neither a folder nor a zip archive; {CONVERT_HINT}')
+            damaged = damaged_zip_message(self.path)
+            raise DatasetError(damaged or f'{self.path} is neither a folder nor a zip archive; {CONVERT_HINT}')
         self._zip: Optional[zipfile.ZipFile] = None
         self._zip_pid: Optional[int] = None
 
@@ -103,8 +111,45 @@ class Storage:
             pass
 
 
+def damaged_zip_message(path: Path) -> Optional[str]:
+    """Why ``path`` (a file that ``zipfile`` cannot open) is a damaged zip, when it looks like one: it starts with a
+    zip header or is named ``.zip``. Zip readers find members through the central directory at the end of the file,
+    so a download cut short or a copy interrupted loses all of them. None for files that are no zip at all."""
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(4)
+        size = path.stat().st_size
+    except OSError:
+        return None
+    if not head.startswith(_ZIP_MAGIC) and path.suffix.lower() != '.zip':
+        return None
+    start = 'starts like a zip archive' if head.startswith(_ZIP_MAGIC) else 'is named .zip'
+    return (f'{path} {start} but has no readable central directory (the table of contents at its end): the file is '
+            f'truncated or corrupt ({size} bytes); download or copy it again, or rebuild it with dataset_tool.py')
+
+
+def class_count(ids: Iterable[int], where: str) -> int:
+    """The number of classes that integer ``ids`` imply, ``max + 1`` (StyleGAN's rule, which the reader's one-hot
+    labels and a conditional network's embedding follow); 0 for none. Warns when most ids below the maximum are
+    unused (a class id of 10**7 among ten classes makes 10**7-dimensional labels)."""
+    distinct = set(ids)
+    if not distinct:
+        return 0
+    count = max(distinct) + 1
+    if count - len(distinct) > len(distinct):
+        log.warning('%s: class ids go up to %d but only %d distinct classes are used, so labels are %d-dimensional '
+                    'one-hot vectors (and a conditional G and D get %d class embeddings); renumber the classes '
+                    '0..%d unless the gaps are intended', where, count - 1, len(distinct), count, count,
+                    len(distinct) - 1)
+    return count
+
+
 def read_label_table(storage: Storage) -> Optional[dict[str, int]]:
-    """``{name: class_id}`` from the storage's ``dataset.json``; None when the file is absent or has null labels."""
+    """``{name: class_id}`` from the storage's ``dataset.json``; None when the file is absent or has null labels.
+
+    Names are zip paths: Windows separators (backslashes) become '/'. Class ids must be integers in
+    0..``MAX_CLASS_ID`` (not bools, floats or strings); a name labelled twice with different ids is an error.
+    """
     if not storage.exists('dataset.json'):
         return None
     meta_file = storage.describe('dataset.json')
@@ -114,11 +159,17 @@ def read_label_table(storage: Storage) -> Optional[dict[str, int]]:
         raise DatasetError(f'{meta_file} is not valid JSON ({err}); fix it or delete it') from err
     if not isinstance(meta, dict) or meta.get('labels') is None:
         return None
+    if not isinstance(meta['labels'], list):
+        raise DatasetError(f'{meta_file}: "labels" is a {type(meta["labels"]).__name__}; expected a list of '
+                           '["path/in/dataset.png", class_id] pairs or null')
     table: dict[str, int] = {}
     for entry in meta['labels']:
-        ok = isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str)
-        if not ok or not isinstance(entry[1], int) or isinstance(entry[1], bool) or entry[1] < 0:
-            raise DatasetError(f'{meta_file}: bad label entry {entry!r}; expected ["path/in/dataset.png", class_id] '
-                               f'with an integer class id >= 0')
-        table[entry[0].replace('\\', '/')] = entry[1]
+        ok = isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+        if not ok or not isinstance(entry[1], int) or isinstance(entry[1], bool) or not 0 <= entry[1] <= MAX_CLASS_ID:
+            raise DatasetError(f'{meta_file}: bad label entry {json.dumps(entry)[:200]}; expected '
+                               f'["path/in/dataset.png", class_id] with an integer class id in 0..{MAX_CLASS_ID}')
+        name = entry[0].replace('\\', '/')
+        if table.setdefault(name, entry[1]) != entry[1]:
+            raise DatasetError(f'{meta_file} labels {name!r} twice, as class {table[name]} and as class {entry[1]} '
+                               '(Windows separators count as "/"); keep one entry per image')
     return table

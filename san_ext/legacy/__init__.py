@@ -74,19 +74,42 @@ def _data(path: str, extra_classes: Iterable[tuple[str, str]]) -> dict:
     return data
 
 
-def _plain(value: Any) -> Any:
-    """JSON-friendly copy of recorded training metadata (tensors and numpy values become lists and numbers)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if hasattr(value, 'item') and callable(value.item):
-        return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
+_PLAIN_VALUES = 100_000  # most values copied from a pickle's training metadata (shared references count each time)
+_PLAIN_DEPTH = 64  # deepest nesting copied
+
+
+def _plain(value: Any, path: str = 'the pickle') -> Any:
+    """JSON-friendly copy of recorded training metadata (tensors and numpy values become lists and numbers).
+
+    The copy is bounded: metadata nested deeper than 64 levels, or holding more than 100,000 values (a structure
+    that shares references is counted once per path, so a small file cannot make it explode), is refused with
+    :class:`LegacyPickleError` naming ``path`` instead of running out of stack, time or memory.
+    """
+    left = [_PLAIN_VALUES]
+
+    def spend(n: int, depth: int) -> None:
+        left[0] -= n
+        if left[0] < 0 or depth > _PLAIN_DEPTH:
+            raise LegacyPickleError(f'{path}: its training metadata is too large or too deeply nested to record '
+                                    f'(more than {_PLAIN_VALUES} values or {_PLAIN_DEPTH} levels); not a released '
+                                    f'StyleGAN-XL pickle?')
+
+    def copy(v: Any, depth: int) -> Any:
+        spend(1, depth)
+        if isinstance(v, dict):
+            return {str(k): copy(x, depth + 1) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [copy(x, depth + 1) for x in v]
+        if isinstance(v, torch.Tensor) or (hasattr(v, 'tolist') and hasattr(v, 'size') and not callable(v.size)):
+            spend(int(v.numel() if isinstance(v, torch.Tensor) else v.size), depth)  # numpy: size is an attribute
+            return v.tolist()
+        if hasattr(v, 'item') and callable(v.item):
+            return v.item()
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        return repr(v)
+
+    return copy(value, 0)
 
 
 def _meta(path: str, data: dict) -> dict:
@@ -96,7 +119,8 @@ def _meta(path: str, data: dict) -> dict:
     sources = {k: data[k].module_src_sha256 for k in ('G', 'G_ema') if isinstance(data.get(k), PersistentRecord)}
     aug = data.get('augment_pipe')
     return {'source': os.path.abspath(path), 'sha256': file_sha256(path), 'kind': kind,
-            'training_set_kwargs': _plain(data.get('training_set_kwargs')), 'progress': _plain(data.get('progress')),
+            'training_set_kwargs': _plain(data.get('training_set_kwargs'), path),
+            'progress': _plain(data.get('progress'), path),
             'augment_pipe': None if aug is None else f'{getattr(aug, "qualname", type(aug).__name__)} (not converted)',
             'module_src_sha256': sources, 'reports': {}}
 

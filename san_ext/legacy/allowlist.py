@@ -17,8 +17,10 @@ from the pickle's world (timm, pg_modules, dnnlib, the embedded sources):
   these become inert records and are never compiled.
 
 Anything else (``os.system``, ``builtins.eval``, ``subprocess.*``, an unknown class) is refused with an error that
-names it. The lists were taken from pickles that upstream's own code wrote (timm 0.4.12, dill 0.3.4 and 0.3.8) plus
-the later module paths of the same timm and torch classes.
+names it. :func:`san_ext.legacy.unpickler.allowed_globals` lists every entry; ``tests/test_legacy_safety.py`` pins that
+list literally, so an entry added here (or a special case added to the resolver) fails a test until it is pinned too.
+The lists were taken from pickles that upstream's own code wrote (timm 0.4.12, dill 0.3.4 and 0.3.8) plus the later
+module paths of the same timm and torch classes.
 """
 
 from __future__ import annotations

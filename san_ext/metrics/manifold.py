@@ -59,7 +59,12 @@ def _sharded_rows(n: int, fn: Callable[[int, int], torch.Tensor]) -> torch.Tenso
 
 def knn_radii(x: ArrayLike, k: int) -> torch.Tensor:
     """Distance from each point of ``x`` [N, d] to its k-th nearest neighbour in ``x``, itself excluded [N]."""
-    x = _tensor(x)
+    return _knn_sq_radii(_tensor(x), k).sqrt()
+
+
+def _knn_sq_radii(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Squared k-NN radii [N]. The ball tests compare squared distances with these, never with a re-squared square
+    root: sqrt(3.0) ** 2 is 2.9999999999999996 in float64, which would put a point at distance exactly r outside."""
     if not 1 <= k < len(x):
         raise ValueError(f'k must be in [1, {len(x) - 1}] for {len(x)} points, got {k}')
 
@@ -72,14 +77,14 @@ def knn_radii(x: ArrayLike, k: int) -> torch.Tensor:
             best = both.topk(min(k + 1, both.shape[1]), dim=1, largest=False).values
 
         _blocks(x[start:stop], x, merge)
-        return best[:, k].sqrt()  # column 0 is the point itself (distance 0)
+        return best[:, k]  # column 0 is the point itself (distance 0)
 
     return _sharded_rows(len(x), rows)
 
 
-def _ball_counts(queries: torch.Tensor, refs: torch.Tensor, radii: torch.Tensor, strict: bool) -> torch.Tensor:
-    """For each query, the number of reference balls B(ref_i, radii_i) containing it (int64 [len(queries)])."""
-    r2 = radii.to(_compute_dtype(refs)).square()
+def _ball_counts(queries: torch.Tensor, refs: torch.Tensor, sq_radii: torch.Tensor, strict: bool) -> torch.Tensor:
+    """For each query, the number of reference balls B(ref_i, sqrt(sq_radii_i)) containing it (int64 [len(queries)])."""
+    r2 = sq_radii.to(_compute_dtype(refs))
 
     def rows(start: int, stop: int) -> torch.Tensor:
         counts = torch.zeros(stop - start, dtype=torch.int64, device=queries.device)
@@ -112,9 +117,9 @@ def precision_recall(real: ArrayLike, fake: ArrayLike, k: int = 3) -> tuple[floa
     """Improved precision (share of fakes inside the real manifold) and recall (share of reals inside the fake
     manifold), both manifolds built with the ``k``-th neighbour radius (Kynkäänniemi et al. 2019, Eq. 1-3)."""
     real, fake = _tensor(real), _tensor(fake)
-    radii_real, radii_fake = knn_radii(real, k), knn_radii(fake, k)
-    precision = (_ball_counts(fake, real, radii_real, strict=False) > 0).double().mean()
-    recall = (_ball_counts(real, fake, radii_fake, strict=False) > 0).double().mean()
+    sq_real, sq_fake = _knn_sq_radii(real, k), _knn_sq_radii(fake, k)
+    precision = (_ball_counts(fake, real, sq_real, strict=False) > 0).double().mean()
+    recall = (_ball_counts(real, fake, sq_fake, strict=False) > 0).double().mean()
     return float(precision), float(recall)
 
 
@@ -122,8 +127,8 @@ def density_coverage(real: ArrayLike, fake: ArrayLike, k: int = 5) -> tuple[floa
     """Density = (1 / kM) sum_j sum_i 1[|Y_j - X_i| < r_i] and coverage = (1 / N) sum_i 1[min_j |Y_j - X_i| < r_i]
     for N reals X and M fakes Y, radii r from the reals only (Naeem et al. 2020, Eq. 5-6)."""
     real, fake = _tensor(real), _tensor(fake)
-    radii = knn_radii(real, k)
-    density = _ball_counts(fake, real, radii, strict=True).double().sum() / (k * len(fake))
+    sq_radii = _knn_sq_radii(real, k)
+    density = _ball_counts(fake, real, sq_radii, strict=True).double().sum() / (k * len(fake))
     nearest = _nearest_sq_dist(real, fake)
-    coverage = (nearest < radii.to(nearest.dtype).square()).double().mean()
+    coverage = (nearest < sq_radii.to(nearest.dtype)).double().mean()
     return float(density), float(coverage)
