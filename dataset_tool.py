@@ -30,14 +30,15 @@ class _Resolution(click.ParamType):
 # What to convert
 @click.option('--source', required=True, metavar='SRC',
               help='Image folder (recursive) or .zip, ImageNet train/ folder, cifar-10-python.tar.gz, a folder '
-                   'with MNIST train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz], or builtin:digits.')
+                   'with MNIST train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz], builtin:digits, or '
+                   'builtin:stacked-digits (128,000 RGB images of three digits, labels = mode ids 0-999).')
 @click.option('--dest', required=True, metavar='DEST', help='Output .zip file, or a folder.')
 @click.option('--max-images', type=click.IntRange(min=1), default=None,
               help='Convert only the first N images (sorted order).  [default: all]')
 # How to reshape images
 @click.option('--resolution', type=_Resolution(), default=None,
               help='Output side in pixels, a power of two.  [default: the cropped size of the first image; '
-                   'builtin:digits 16; MNIST 32]')
+                   'builtin:* 16; MNIST 32]')
 @click.option('--transform', type=click.Choice(TRANSFORMS), default='center-crop', show_default=True,
               help='Crop to a square before resizing with LANCZOS: centred square, centred 2:1 box letterboxed '
                    'into a square, or none (images must be square).')
@@ -61,11 +62,13 @@ def main(source: str, dest: str, max_images: Optional[int], resolution: Optional
     """Convert images to StyleGAN's dataset format: square power-of-two PNGs as NNNNN/imgNNNNNNNN.png plus
     dataset.json ({"labels": [[name, class], ...]} or null), in a zip or folder. The output appears only when
     the whole conversion succeeded. Labels come from a dataset.json in SRC (keys: paths relative to SRC), from
-    sub-folders (--labels-from-folders, ImageNet), or with the data (CIFAR-10, MNIST, builtin:digits).
+    sub-folders (--labels-from-folders, ImageNet), or with the data (CIFAR-10, MNIST, builtin:digits,
+    builtin:stacked-digits).
 
     \b
     Examples:
       python dataset_tool.py --source builtin:digits --dest digits16.zip --resolution 16
+      python dataset_tool.py --source builtin:stacked-digits --dest stacked16.zip --resolution 16
       python dataset_tool.py --source ~/cifar-10-python.tar.gz --dest cifar10-32.zip
       python dataset_tool.py --source ~/mnist --dest mnist32.zip
       python dataset_tool.py --source ~/imagenet/train --dest imagenet256.zip --resolution 256 --workers 16

@@ -10,7 +10,10 @@ import PIL.Image
 from .items import Source, SourceItem
 from .storage import DatasetError
 
-__all__ = ['digits_source', 'load_digits_images']
+__all__ = ['SPLIT_SEED', 'TEST_FRACTION', 'digits_source', 'load_digits_images', 'split_indices']
+
+SPLIT_SEED = 0  # the digits classifier's train/test split (san_ext.studies.digits_classifier); fixed forever
+TEST_FRACTION = 0.25
 
 
 def load_digits_images(resolution: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -27,6 +30,19 @@ def load_digits_images(resolution: int = 16) -> tuple[np.ndarray, np.ndarray]:
     grey = np.stack([np.asarray(PIL.Image.fromarray(im).resize((resolution, resolution), PIL.Image.BILINEAR))
                      for im in small])  # [N, R, R]
     return np.repeat(grey[..., None], 3, axis=3), digits.target.astype(np.int64)
+
+
+def split_indices(labels: np.ndarray, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split (train, test) of indices: per class 0..9 a ``default_rng(seed)`` permutation, the first
+    ``round(n_c * TEST_FRACTION)`` to test. Sorted index arrays (1,347 train and 450 test images of the digits)."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in range(int(labels.max()) + 1):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_test = int(round(len(idx) * TEST_FRACTION))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
 def digits_source(resolution: int = 16) -> Source:

@@ -21,14 +21,16 @@ import numpy as np
 
 from .builtin import digits_source
 from .items import Source, SourceItem
-from .storage import DatasetError, Storage, is_image_name, read_label_table
+from .stacked import stacked_digits_source
+from .storage import DatasetError, Storage, damaged_zip_message, is_image_name, read_label_table
 
 __all__ = ['SOURCE_KINDS', 'Source', 'SourceItem', 'detect_source_kind', 'open_source']
 
 log = logging.getLogger(__name__)
 
 SOURCE_KINDS = ('folder', 'zip', 'imagenet', 'cifar10', 'mnist', 'builtin')
-BUILTINS = ('digits',)
+_BUILTIN_SOURCES = {'digits': digits_source, 'stacked-digits': stacked_digits_source}  # name -> f(resolution)
+BUILTINS = tuple(_BUILTIN_SOURCES)
 _SYNSET = re.compile(r'n\d{8}')
 _MNIST = {'train-images-idx3-ubyte': (0x0803, 3), 'train-labels-idx1-ubyte': (0x0801, 1)}  # magic, dims
 _KINDS_HELP = ('an image folder or .zip, an ImageNet train/ folder, cifar-10-python.tar.gz, a folder with MNIST '
@@ -50,7 +52,7 @@ def detect_source_kind(source: str) -> str:
         return 'zip'
     if path.name.lower().endswith(('.tar.gz', '.tgz', '.tar')) or tarfile.is_tarfile(path):
         return 'cifar10'
-    raise DatasetError(f'unknown source kind: {path}; expected {_KINDS_HELP}')
+    raise DatasetError(damaged_zip_message(path) or f'unknown source kind: {path}; expected {_KINDS_HELP}')
 
 
 def open_source(source: str, kind: Optional[str] = None, labels_from_folders: bool = False,
@@ -64,7 +66,7 @@ def open_source(source: str, kind: Optional[str] = None, labels_from_folders: bo
         if name not in BUILTINS:
             raise DatasetError(f'unknown built-in dataset {source!r}; known: ' +
                                ', '.join(f'builtin:{b}' for b in BUILTINS))
-        return digits_source(resolution or 16)
+        return _BUILTIN_SOURCES[name](resolution or 16)
     path = Path(source).expanduser()
     if not path.exists():
         raise DatasetError(f'--source {source} does not exist; expected {_KINDS_HELP}')

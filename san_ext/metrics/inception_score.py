@@ -3,13 +3,15 @@
 For a split S, mean_x KL(p(y|x) || p_S) = mean_x sum_y p log p - sum_y p_S log p_S with p_S = mean_x p(y|x), so a
 split needs only the count, ``sum_x p(y|x)`` and ``sum_x sum_y p log p``: bounded memory, sums that merge over
 ranks. Splits are contiguous ranges of the sample index (StyleGAN's ``is50k``: 10 splits, no shuffling; the
-reported std is numpy's population std over splits). Logits should be the 1008 unbiased Inception logits
-(StyleGAN ``no_output_bias``, torch-fidelity ``logits_unbiased``).
+reported std is numpy's population std over splits). ``split_size`` gives ADM's splitting instead (consecutive
+chunks of 5000 samples, the last one shorter: guided-diffusion ``evaluations/evaluator.py``). Logits should be the
+1008 unbiased Inception logits (StyleGAN ``no_output_bias``, torch-fidelity ``logits_unbiased``; ADM's softmax of
+pool3 times the fc weight without bias is the same).
 """
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -20,12 +22,17 @@ __all__ = ['InceptionScoreStats', 'inception_score']
 
 
 class InceptionScoreStats:
-    """Per-split sums for the Inception Score of ``num_items`` samples with ``num_classes`` logits each."""
+    """Per-split sums for the Inception Score of ``num_items`` samples with ``num_classes`` logits each: ``splits``
+    near-equal contiguous splits, or, with ``split_size``, chunks of that many consecutive samples (ADM)."""
 
-    def __init__(self, num_classes: int, num_items: int, splits: int = 10) -> None:
+    def __init__(self, num_classes: int, num_items: int, splits: int = 10, split_size: Optional[int] = None) -> None:
+        if split_size is not None:
+            if split_size < 1:
+                raise ValueError(f'split_size must be at least 1, got {split_size}')
+            splits = -(-num_items // split_size)
         if splits < 1 or num_items < splits:
             raise ValueError(f'need at least one sample per split, got {num_items} samples for {splits} splits')
-        self.num_classes, self.num_items, self.splits = num_classes, num_items, splits
+        self.num_classes, self.num_items, self.splits, self.split_size = num_classes, num_items, splits, split_size
         self.count = torch.zeros(splits, dtype=torch.float64)
         self.sum_p = torch.zeros(splits, num_classes, dtype=torch.float64)  # [splits, classes]
         self.sum_plogp = torch.zeros(splits, dtype=torch.float64)
@@ -37,8 +44,9 @@ class InceptionScoreStats:
         logits = logits.detach().to('cpu', torch.float64)
         log_p = torch.log_softmax(logits, dim=1)
         p = log_p.exp()
-        split = torch.as_tensor(indices, dtype=torch.int64).cpu() * self.splits // self.num_items
-        if split.min() < 0 or split.max() >= self.splits:
+        idx = torch.as_tensor(indices, dtype=torch.int64).cpu()
+        split = idx // self.split_size if self.split_size else idx * self.splits // self.num_items
+        if idx.min() < 0 or idx.max() >= self.num_items:
             raise ValueError(f'sample indices must lie in [0, {self.num_items})')
         self.count.index_add_(0, split, torch.ones_like(split, dtype=torch.float64))
         self.sum_p.index_add_(0, split, p)

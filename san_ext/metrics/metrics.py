@@ -5,10 +5,12 @@ Registered (StyleGAN2/3 names and counts):
 | name | score | features | generated | reference |
 |---|---|---|---|---|
 | ``fid50k_full``, ``fid10k_full`` | FID | inception pool3 | 50k, 10k | all images |
+| ``fd_dinov2_50k_full``, ``fd_dinov2_10k`` | FD_DINOv2 (``dinov2.py``) | dinov2 CLS token | 50k, 10k | all, up to 10k |
 | ``kid50k_full`` | KID (mean, std over 100 subsets of 1000) | inception pool3 | 50k | up to 1M |
 | ``is50k`` | Inception Score (10 splits) | inception logits | 50k | none |
 | ``pr50k3_full`` | improved precision/recall, k = 3 | vgg16 fc2 | 50k | up to 200k |
 | ``dc50k`` | density/coverage, k = 5 | vgg16 fc2 | 50k | up to 50k |
+| ``stacked_modes`` | modes, KL to uniform, confident share (``stacked.py``) | digits_cnn per channel | 26k | none |
 
 Memory: FID and IS stream (float64 sums); KID keeps a uniform reservoir of at most 50k features per side
 (``accumulators.Reservoir``); precision/recall and density/coverage keep all features in float16 and compute
@@ -40,6 +42,8 @@ from .inception_score import InceptionScoreStats
 from .kid import kernel_inception_distance
 from .manifold import density_coverage, precision_recall
 from .sampling import accumulate, dataset_images, generated_images
+from .stacked import NUM_GEN as STACKED_NUM_GEN
+from .stacked import STACKED_EXTRACTOR, make_histogram, score_modes
 from .stats import StreamingStats, frechet_distance
 
 __all__ = ['KINDS', 'MetricOptions', 'MetricResult', 'MetricSpec', 'compute_metric', 'compute_metrics', 'get_metric',
@@ -57,7 +61,7 @@ class MetricSpec:
     """A registered metric: its score ``kind``, default extractor and sample counts."""
 
     name: str
-    kind: str  # key of KINDS: 'fid', 'kid', 'is', 'pr', 'dc'
+    kind: str  # key of KINDS: 'fid', 'kid', 'is', 'pr', 'dc', 'modes'
     extractor: str  # registered feature extractor used unless MetricOptions.extractor overrides it
     num_gen: int  # generated samples
     max_ref: Optional[int]  # reference images (a fixed random subset when the set is larger); None: all; 0: none
@@ -96,6 +100,9 @@ class MetricResult:
     data: Optional[str]
     seed: int
     num_gpus: int
+    protocol: str = 'stylegan'  # 'stylegan': G vs a dataset (this module); 'adm': ADM's evaluator suite (adm.py)
+    reference: Optional[dict] = None  # what the reference was: a dataset's path, content hash and count, or an npz
+    samples: Optional[dict] = None  # where the scored samples came from: a generator (classes, psi) or an npz
 
 
 _METRICS: dict[str, MetricSpec] = {}
@@ -198,6 +205,7 @@ KINDS: dict[str, _Kind] = {
     'is': _Kind(_splits, None, '', _is),
     'pr': _Kind(_bank, _load_bank, 'bank', _pr),
     'dc': _Kind(_bank, _load_bank, 'bank', _dc),
+    'modes': _Kind(make_histogram, None, '', score_modes),  # stacked digits: no reference set
 }
 
 for _spec in (MetricSpec('fid50k_full', 'fid', 'inception', 50_000, None),
@@ -205,7 +213,14 @@ for _spec in (MetricSpec('fid50k_full', 'fid', 'inception', 50_000, None),
               MetricSpec('kid50k_full', 'kid', 'inception', 50_000, 1_000_000),
               MetricSpec('is50k', 'is', 'inception_logits', 50_000, 0),
               MetricSpec('pr50k3_full', 'pr', 'vgg16', 50_000, 200_000, k=3),
-              MetricSpec('dc50k', 'dc', 'vgg16', 50_000, 50_000, k=5)):
+              MetricSpec('dc50k', 'dc', 'vgg16', 50_000, 50_000, k=5),
+              MetricSpec('stacked_modes', 'modes', STACKED_EXTRACTOR, STACKED_NUM_GEN, 0)):
+    register_metric(_spec)
+
+# FD_DINOv2 (Stein et al. 2023; EDM2): FID's statistics on DINOv2 ViT-L/14 features. StyleGAN's naming: `_full` scores
+# against all reference images; fd_dinov2_10k (tracking during training) against a fixed random 10k subset.
+for _spec in (MetricSpec('fd_dinov2_50k_full', 'fid', 'dinov2', 50_000, None),
+              MetricSpec('fd_dinov2_10k', 'fid', 'dinov2', 10_000, 10_000)):
     register_metric(_spec)
 
 
@@ -230,21 +245,26 @@ def _all_ranks(flag: bool) -> bool:
     return int(count.item()) == dist.world_size()
 
 
-def _reference(spec: MetricSpec, ext: FeatureExtractor, data, opts: MetricOptions) -> tuple[Any, int]:
-    """The reference accumulator of ``spec`` (cached on disk when ``data`` is a path) and the images it holds."""
+def _reference(spec: MetricSpec, ext: FeatureExtractor, data, opts: MetricOptions) -> tuple[Any, int, dict]:
+    """The reference accumulator of ``spec`` (cached on disk when ``data`` is a path), the images it holds and a
+    description for the record (path, content hash, count, cap)."""
     kind = KINDS[spec.kind]
     max_ref = _max_ref(spec, opts)
     dataset, path = _open_reference(data, max_ref)
+    info = {'type': 'in-memory dataset', 'images': len(dataset)}
+    if path is not None:
+        info = {'type': 'dataset', 'path': str(path), 'content_sha256': cache.dataset_fingerprint(path),
+                'images': len(dataset), 'max_ref': max_ref, 'subset_seed': 0}
     file = key = None
     if path is not None and opts.cache:
-        key = {'version': cache.CACHE_VERSION, 'dataset': cache.dataset_fingerprint(path), 'num_images': len(dataset),
+        key = {'version': cache.CACHE_VERSION, 'dataset': info['content_sha256'], 'num_images': len(dataset),
                'max_size': max_ref, 'subset_seed': 0, 'resolution': getattr(dataset, 'resolution', None),
                'extractor': ext.name, 'extractor_version': ext.version, 'dim': ext.dim, 'what': kind.what}
         file = cache.cache_path(key, path.stem, f'{ext.name}-{kind.what}', opts.cache_dir)
         arrays = cache.load_entry(file, key)
         if _all_ranks(arrays is not None):
             log.info('%s: reference from cache %s', spec.name, file)
-            return kind.load(arrays, opts), len(dataset)
+            return kind.load(arrays, opts), len(dataset), info
     acc = kind.make(spec, ext, len(dataset), True, opts)
     accumulate(dataset_images(dataset, opts.batch_size, opts.num_workers), ext, acc, len(dataset),
                f'{spec.name} reference', opts.device, opts.progress)
@@ -252,7 +272,7 @@ def _reference(spec: MetricSpec, ext: FeatureExtractor, data, opts: MetricOption
     if file is not None and dist.rank() == 0:
         cache.save_entry(file, key, acc.state_dict())
     dist.barrier()
-    return acc, len(dataset)
+    return acc, len(dataset), info
 
 
 def _extractor_for(name: str, opts: MetricOptions, built: dict[str, FeatureExtractor]) -> FeatureExtractor:
@@ -261,6 +281,12 @@ def _extractor_for(name: str, opts: MetricOptions, built: dict[str, FeatureExtra
         ext = get_extractor(name, **kw)
         built[name] = ext.to(opts.device) if isinstance(ext, torch.nn.Module) else ext
     return built[name]
+
+
+def _samples_info(G: Callable) -> dict:
+    """How :func:`~san_ext.metrics.sampling.generated_images` draws: z ~ N(0, I), uniform classes, psi = 1."""
+    c_dim = int(getattr(G, 'c_dim', 0))
+    return {'source': 'generator', 'classes': f'uniform over {c_dim}' if c_dim else 'none', 'truncation_psi': 1.0}
 
 
 def compute_metrics(names: Sequence[str], G: Callable, data: Union[PathLike, Sequence, None],
@@ -274,11 +300,11 @@ def compute_metrics(names: Sequence[str], G: Callable, data: Union[PathLike, Seq
     for spec in specs:
         start = time.time()
         ext = _extractor_for(opts.extractor or spec.extractor, opts, built)
-        ref, num_ref = (None, 0)
+        ref, num_ref, ref_info = None, 0, None
         if spec.max_ref != 0:
             if data is None:
                 raise ValueError(f'{spec.name} needs a reference dataset')
-            ref, num_ref = _reference(spec, ext, data, opts)
+            ref, num_ref, ref_info = _reference(spec, ext, data, opts)
         num_gen = opts.num_gen or spec.num_gen
         gen = KINDS[spec.kind].make(spec, ext, num_gen, False, opts)
         accumulate(generated_images(G, num_gen, opts.batch_size, opts.seed, opts.device), ext, gen, num_gen,
@@ -288,7 +314,8 @@ def compute_metrics(names: Sequence[str], G: Callable, data: Union[PathLike, Seq
         result = MetricResult(metric=spec.name, results=scores, extractor=ext.name, extractor_version=ext.version,
                               resize=ext.resize, num_gen=num_gen, num_ref=num_ref, total_time=time.time() - start,
                               data=None if data is None or not isinstance(data, (str, os.PathLike)) else str(data),
-                              seed=opts.seed, num_gpus=dist.world_size())
+                              seed=opts.seed, num_gpus=dist.world_size(), protocol='stylegan', reference=ref_info,
+                              samples=_samples_info(G))
         log.info('%s: %s (%.1f s)', spec.name, json.dumps(scores), result.total_time)
         results.append(result)
     return results

@@ -19,8 +19,8 @@ import torch
 from san_ext import dist
 from san_ext.files import file_sha256
 
-__all__ = ['INCEPTION_WEIGHTS', 'VGG16_WEIGHTS', 'WeightFile', 'WeightsNotFoundError', 'find_weights',
-           'load_state_dict', 'search_dirs']
+__all__ = ['DINOV2_VITL14_WEIGHTS', 'INCEPTION_WEIGHTS', 'VGG16_WEIGHTS', 'WeightFile', 'WeightsNotFoundError',
+           'find_weights', 'load_state_dict', 'search_dirs']
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,12 @@ class WeightsNotFoundError(FileNotFoundError):
 @dataclass(frozen=True)
 class WeightFile:
     """A published weight file: its name, other names of the same bytes, its URL and its SHA-256 prefix (torch
-    hub's naming convention: ``name-<first 8 hex digits of the SHA-256>.pth``)."""
+    hub's naming convention: ``name-<first 8 hex digits of the SHA-256>.pth``; None where the publisher gives no
+    hash, and then only the hash of the file actually used is recorded)."""
 
     name: str
     url: str
-    sha256_prefix: str
+    sha256_prefix: Optional[str]
     what: str
     aliases: tuple[str, ...] = ()
 
@@ -57,6 +58,15 @@ VGG16_WEIGHTS = WeightFile(
     url='https://download.pytorch.org/models/vgg16-397923af.pth',
     sha256_prefix='397923af',
     what='torchvision VGG16 IMAGENET1K_V1 (precision/recall, density/coverage), ~528 MB',
+)
+
+DINOV2_VITL14_WEIGHTS = WeightFile(
+    name='dinov2_vitl14_pretrain.pth',
+    # The file torch.hub.load('facebookresearch/dinov2', 'dinov2_vitl14') fetches into $TORCH_HOME/hub/checkpoints
+    # (dinov2/hub/backbones.py); Meta publishes no hash for it and torch hub does not check one.
+    url='https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth',
+    sha256_prefix=None,
+    what='DINOv2 ViT-L/14 LVD-142M backbone, official release (FD_DINOv2), ~1.2 GB',
 )
 
 
@@ -99,7 +109,7 @@ def load_state_dict(spec: WeightFile, path: Path) -> tuple[dict, str]:
     computed with it are not comparable with published numbers.
     """
     sha = file_sha256(path)
-    if not sha.startswith(spec.sha256_prefix) and dist.rank() == 0:
+    if spec.sha256_prefix is not None and not sha.startswith(spec.sha256_prefix) and dist.rank() == 0:
         log.warning('%s has SHA-256 %s..., not the published %s...: scores will not match published numbers',
                     path, sha[:8], spec.sha256_prefix)
     try:

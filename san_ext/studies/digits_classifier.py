@@ -10,10 +10,12 @@ Data and split: the 1,797 images of ``sklearn.datasets.load_digits`` at their na
 of the study generate), through :func:`san_ext.data.load_digits_images` (values 0..16 scaled to uint8 0..255),
 fed to the network as ``uint8 / 127.5 - 1`` in [-1, 1]. :func:`split_indices` holds out a stratified quarter:
 per class a numpy ``default_rng(SPLIT_SEED)`` permutation (classes in order 0..9), the first ``round(n_c / 4)``
-indices go to the test split: 1,347 train and 450 test images.
+indices go to the test split: 1,347 train and 450 test images. (The split lives in :mod:`san_ext.data.builtin`, so
+the stacked digits draw from the same train split.)
 
 Network (:class:`DigitsCNN`, 40,394 parameters, 162 KB as float32 safetensors): conv3x3 16, conv3x3 32, maxpool,
-conv3x3 64, maxpool, linear 256 -> 64 (ReLU: the 64-d features), dropout 0.25, linear 64 -> 10.
+conv3x3 64, maxpool, linear 256 -> 64 (ReLU: the 64-d features), dropout 0.25, linear 64 -> 10. It and its loader
+live in :mod:`san_ext.metrics.digits_net` (metrics may not import studies) and are re-exported here.
 Training (:func:`train_classifier`): Adam lr 1e-3, batch 32, 60 epochs, random shifts of up to one pixel
 (zero-padded), one thread and a seeded ``torch.Generator`` for init, order, shifts and dropout, so the run is
 deterministic on one machine. Floating-point reductions may differ between CPU kinds (AVX2 vs AVX-512), so the
@@ -46,8 +48,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from san_ext.data import load_digits_images
+from san_ext.data.builtin import SPLIT_SEED, TEST_FRACTION, split_indices
 from san_ext.files import file_sha256
 from san_ext.metrics import CallableExtractor, FeatureExtractor, register_extractor
+from san_ext.metrics.digits_net import (
+    DEFAULT_WEIGHTS,
+    FEATURE_DIM,
+    REGENERATE,
+    RESOLUTION,
+    WEIGHTS_DIR,
+    DigitsCNN,
+    load_classifier,
+    to_float,
+)
 
 from .common import single_thread
 
@@ -58,14 +71,7 @@ __all__ = ['DEFAULT_WEIGHTS', 'EXTRACTOR_NAME', 'FEATURE_DIM', 'ClassifierConfig
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
-RESOLUTION = 8
-SPLIT_SEED = 0
-TEST_FRACTION = 0.25
-FEATURE_DIM = 64
 EXTRACTOR_NAME = 'digits_cnn'
-WEIGHTS_DIR = Path(__file__).resolve().parent / 'weights'
-DEFAULT_WEIGHTS = WEIGHTS_DIR / 'digits_cnn.safetensors'
-REGENERATE = 'python -m san_ext.studies.digits_classifier --out san_ext/studies/weights'
 
 
 # -- data ------------------------------------------------------------------------------------------------------
@@ -75,57 +81,7 @@ def digits_data() -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(images[..., 0]), labels
 
 
-def split_indices(labels: np.ndarray, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified split (train, test) of indices: per class 0..9 a ``default_rng(seed)`` permutation, the first
-    ``round(n_c * TEST_FRACTION)`` to test. Sorted index arrays."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for c in range(int(labels.max()) + 1):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n_test = int(round(len(idx) * TEST_FRACTION))
-        test.append(idx[:n_test])
-        train.append(idx[n_test:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
-
-
-def to_float(images: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
-    """uint8 grey images [N, H, W] or [N, 1, H, W] -> float32 [N, 1, H, W] in [-1, 1] (the network's input)."""
-    x = torch.as_tensor(images)
-    if x.dtype != torch.uint8:
-        raise ValueError(f'expected uint8 images, got {x.dtype}')
-    if x.ndim == 3:
-        x = x[:, None]
-    if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f'expected grey images [N, H, W] or [N, 1, H, W], got {list(x.shape)}')
-    return x.float() / 127.5 - 1.0
-
-
 # -- network ---------------------------------------------------------------------------------------------------
-class DigitsCNN(nn.Module):
-    """8x8 grey digit [N, 1, 8, 8] in [-1, 1] -> 10 logits; :meth:`features` is the 64-d penultimate layer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
-        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.conv3 = nn.Conv2d(32, 64, 3, padding=1)
-        self.fc = nn.Linear(64 * 2 * 2, FEATURE_DIM)
-        self.dropout = nn.Dropout(0.25)
-        self.head = nn.Linear(FEATURE_DIM, 10)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate-layer activations (after ReLU) [N, 64]."""
-        if x.ndim != 4 or x.shape[1:] != (1, RESOLUTION, RESOLUTION):
-            raise ValueError(f'DigitsCNN expects [N, 1, 8, 8], got {list(x.shape)}')
-        x = F.relu(self.conv2(F.relu(self.conv1(x))))
-        x = F.max_pool2d(x, 2)  # [N, 32, 4, 4]
-        x = F.max_pool2d(F.relu(self.conv3(x)), 2)  # [N, 64, 2, 2]
-        return F.relu(self.fc(x.flatten(1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.features(x)))
-
-
 class _Features(nn.Module):
     """The classifier's feature path as a module (what :class:`CallableExtractor` wraps)."""
 
@@ -219,21 +175,6 @@ def save_classifier(net: DigitsCNN, record: dict, out: PathLike) -> tuple[Path, 
     record_path = weights.with_suffix('.json')
     record_path.write_text(json.dumps(meta, indent=2) + '\n')
     return weights, record_path
-
-
-def load_classifier(weights: Optional[PathLike] = None) -> DigitsCNN:
-    """The classifier in eval mode from ``weights`` (a .safetensors file or a folder holding
-    ``digits_cnn.safetensors``; default: the committed file). Loading runs no code from the file."""
-    from safetensors.torch import load_file
-
-    path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
-    if path.is_dir():
-        path = path / DEFAULT_WEIGHTS.name
-    if not path.is_file():
-        raise FileNotFoundError(f'digits classifier weights not found at {path}; regenerate them with: {REGENERATE}')
-    net = DigitsCNN()
-    net.load_state_dict(load_file(str(path)))
-    return net.eval()
 
 
 def record_of(weights: Optional[PathLike] = None) -> dict:

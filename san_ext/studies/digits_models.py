@@ -38,15 +38,16 @@ RESOLUTION = 8
 
 
 class DigitsG(nn.Module):
-    """z [N, z_dim] (and one-hot c [N, c_dim] when ``c_dim``) -> images [N, 1, 8, 8] in [-1, 1]."""
+    """z [N, z_dim] (and one-hot c [N, c_dim] when ``c_dim``) -> images [N, channels, 8, 8] in [-1, 1] (``channels``
+    3 for the stacked digits, :mod:`san_ext.studies.stacked`)."""
 
-    def __init__(self, z_dim: int = 32, width: int = 32, c_dim: int = 0) -> None:
+    def __init__(self, z_dim: int = 32, width: int = 32, c_dim: int = 0, channels: int = 1) -> None:
         super().__init__()
-        self.z_dim, self.c_dim, self.width = z_dim, c_dim, width
+        self.z_dim, self.c_dim, self.width, self.channels = z_dim, c_dim, width, channels
         self.fc = nn.Linear(z_dim + c_dim, 4 * width * 2 * 2)
         self.up = nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1), nn.ReLU(),
                                 nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.ReLU(),
-                                nn.Conv2d(width, 1, 3, padding=1), nn.Tanh())
+                                nn.Conv2d(width, channels, 3, padding=1), nn.Tanh())
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -72,35 +73,35 @@ class DigitsG(nn.Module):
             z = torch.cat([z, c.to(z.dtype)], dim=1)
         elif c is not None:
             raise ValueError('DigitsG is unconditional (c_dim=0) but got class labels')
-        return self.up(self.fc(z).view(-1, 4 * self.width, 2, 2))  # [N, 1, 8, 8]
+        return self.up(self.fc(z).view(-1, 4 * self.width, 2, 2))  # [N, channels, 8, 8]
 
 
-def _body(width: int) -> nn.Sequential:
-    """D's feature body [N, 1, 8, 8] -> h [N, 16 * width], spectral norm on every layer."""
+def _body(width: int, channels: int = 1) -> nn.Sequential:
+    """D's feature body [N, channels, 8, 8] -> h [N, 16 * width], spectral norm on every layer."""
     act = lambda: nn.LeakyReLU(0.2)  # noqa: E731
-    return nn.Sequential(spectral_norm(nn.Conv2d(1, width, 3, padding=1)), act(),
+    return nn.Sequential(spectral_norm(nn.Conv2d(channels, width, 3, padding=1)), act(),
                          spectral_norm(nn.Conv2d(width, 2 * width, 4, 2, 1)), act(),
                          spectral_norm(nn.Conv2d(2 * width, 4 * width, 4, 2, 1)), act(), nn.Flatten())
 
 
-def _check_x(x: torch.Tensor) -> None:
-    if x.ndim != 4 or x.shape[1:] != (1, RESOLUTION, RESOLUTION):
-        raise ValueError(f'digits D expects images [N, 1, 8, 8], got {list(x.shape)}')
+def _check_x(x: torch.Tensor, channels: int = 1) -> None:
+    if x.ndim != 4 or x.shape[1:] != (channels, RESOLUTION, RESOLUTION):
+        raise ValueError(f'digits D expects images [N, {channels}, 8, 8], got {list(x.shape)}')
 
 
 class DigitsD(nn.Module):
-    """Unconditional D: images [N, 1, 8, 8] -> logits [N]. ``last_sn=False`` leaves the last layer plain for
+    """Unconditional D: images [N, channels, 8, 8] -> logits [N]. ``last_sn=False`` leaves the last layer plain for
     :func:`san_ext.sanify`."""
 
-    def __init__(self, width: int = 32, last_sn: bool = True) -> None:
+    def __init__(self, width: int = 32, last_sn: bool = True, channels: int = 1) -> None:
         super().__init__()
-        self.c_dim = 0
-        self.body = _body(width)
+        self.c_dim, self.channels = 0, channels
+        self.body = _body(width, channels)
         last = nn.Linear(16 * width, 1)
         self.last = spectral_norm(last) if last_sn else last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_x(x)
+        _check_x(x, self.channels)
         return self.last(self.body(x)).flatten()
 
 
@@ -135,13 +136,17 @@ class ProjectionD(nn.Module):
         return (h * self.embed(ids)).sum(dim=1) / norm
 
 
-def build_G(z_dim: int, width: int, conditional: bool) -> DigitsG:
+def build_G(z_dim: int, width: int, conditional: bool, channels: int = 1) -> DigitsG:
     """The generator of one study cell."""
-    return DigitsG(z_dim, width, 10 if conditional else 0)
+    return DigitsG(z_dim, width, 10 if conditional else 0, channels)
 
 
-def build_D(width: int, conditional: bool, san: bool) -> nn.Module:
-    """The discriminator of one study cell: unconditional (SAN: sanified last layer) or projection."""
+def build_D(width: int, conditional: bool, san: bool, channels: int = 1) -> nn.Module:
+    """The discriminator of one study cell: unconditional (SAN: sanified last layer) or projection (grey only)."""
     if conditional:
+        if channels != 1:
+            raise ValueError(f'the projection D reads grey digits; got channels={channels}')
         return ProjectionD(width, 10, san)
-    return san_ext.sanify(DigitsD(width, last_sn=False)) if san else DigitsD(width)
+    if san:
+        return san_ext.sanify(DigitsD(width, last_sn=False, channels=channels))
+    return DigitsD(width, channels=channels)
