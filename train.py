@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import sys
+from typing import Optional
 
 import click
 
@@ -15,6 +17,32 @@ from san_ext.training.options import OptionError, TrainOptions, build_config
 
 # Every option's default, written once in TrainOptions (which takes them from the config sections).
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
+
+
+class _Finite(click.FloatRange):
+    """A FloatRange that also refuses nan and inf: nan passes every bound check (all comparisons are False)."""
+
+    def convert(self, value, param, ctx) -> float:
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f'{value} is not a finite number', param, ctx)
+        return value
+
+
+def _processes(gpus: Optional[int]) -> tuple[int, int]:
+    """(processes in all, nodes). Under torchrun the world comes from its environment: ``--gpus`` may be left out,
+    or give the processes per node (upstream's meaning: GPUs on this machine) or in all; anything else fails
+    naming both numbers. Otherwise ``--gpus`` (default 1) processes on this machine."""
+    world = dist.torchrun_world()
+    if world is None:
+        return gpus or 1, 1
+    nodes, per_node = world
+    if gpus is not None and gpus not in (per_node, nodes * per_node):
+        raise click.ClickException(
+            f'--gpus {gpus} does not match torchrun\'s {nodes} node(s) x {per_node} processes = {nodes * per_node}: '
+            f'leave --gpus out, pass --gpus {per_node} (per node) or {nodes * per_node} (in all), or launch '
+            f'torchrun --nproc_per_node {gpus}')
+    return nodes * per_node, nodes
 
 
 def _comma_list(ctx, param, value: str) -> tuple[str, ...]:
@@ -33,8 +61,9 @@ def _bool_option(name: str, help: str):
 @click.option('--data', metavar='[ZIP|DIR]', required=True, help='Training data (StyleGAN format, dataset_tool.py)')
 @click.option('--cfg', 'preset', type=click.Choice(list(PRESETS)), default=_DEFAULTS['preset'], show_default=True,
               help='Recipe; stylegan-xl uses the StyleGAN3-T synthesis, stylegan3-r the R variant')
-@click.option('--gpus', type=click.IntRange(min=1), default=_DEFAULTS['gpus'], show_default=True,
-              help='Processes (GPUs; CPU processes with --device cpu); >1 relaunches through torchrun')
+@click.option('--gpus', type=click.IntRange(min=1), default=_DEFAULTS['gpus'], show_default="1, or torchrun's world",
+              help='GPUs (CPU processes with --device cpu) on this machine; >1 relaunches through torchrun. Under '
+              'torchrun: leave it out, or give the per-node count')
 @click.option('--batch', type=click.IntRange(min=1), default=_DEFAULTS['batch'], show_default=True,
               help='Total batch size')
 # Data and conditioning.
@@ -42,11 +71,11 @@ def _bool_option(name: str, help: str):
 @_bool_option('--mirror', 'Add x-flipped copies of the images')
 # Training length and hyperparameters.
 @click.option('--batch-gpu', type=click.IntRange(min=1), help='Images per forward pass  [default: batch/gpus]')
-@click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS['kimg'], show_default=True,
+@click.option('--kimg', type=_Finite(min=0, min_open=True), default=_DEFAULTS['kimg'], show_default=True,
               help='Training length in thousands of real images')
-@click.option('--glr', type=click.FloatRange(min=0),
+@click.option('--glr', type=_Finite(min=0),
               help=f"G learning rate  [default: the recipe's, {OptimConfig.glr}]")
-@click.option('--dlr', type=click.FloatRange(min=0), default=_DEFAULTS['dlr'], show_default=True,
+@click.option('--dlr', type=_Finite(min=0), default=_DEFAULTS['dlr'], show_default=True,
               help='D learning rate')
 @click.option('--loss', type=click.Choice(losses.list_specs()), metavar='NAME[-san]|san', default=_DEFAULTS['loss'],
               show_default=True, help=f'GAN loss NAME with plain heads, or NAME-san: its SAN conversion with SAN '
@@ -93,7 +122,7 @@ def _bool_option(name: str, help: str):
 # Run, logging, checkpoints.
 @click.option('--metrics', callback=_comma_list, default=','.join(_DEFAULTS['metrics']), show_default=True,
               help='Metrics at each snapshot, comma-separated, or none')
-@click.option('--tick', type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS['tick'], show_default=True,
+@click.option('--tick', type=_Finite(min=0, min_open=True), default=_DEFAULTS['tick'], show_default=True,
               help='kimg between progress lines')
 @click.option('--snap', type=click.IntRange(min=1), default=_DEFAULTS['snap'], show_default=True,
               help='Ticks between snapshots and metrics')
@@ -139,6 +168,8 @@ def main(dry_run: bool, **kw) -> None:
     logging.basicConfig(level=logging.INFO if os.environ.get('RANK', '0') == '0' else logging.WARNING,
                         format='%(levelname)s %(name)s: %(message)s')
     kw['up_factor'] = int(kw['up_factor'])
+    given = click.get_current_context().get_parameter_source('gpus') != click.core.ParameterSource.DEFAULT
+    kw['gpus'], kw['nodes'] = _processes(kw['gpus'] if given else None)
     opts = TrainOptions(**kw)
     try:
         cfg = build_config(opts)
@@ -148,10 +179,17 @@ def main(dry_run: bool, **kw) -> None:
         click.echo(to_json(cfg))
         return
     if opts.gpus > 1 and not dist.launched_by_torchrun():
-        dist.relaunch(opts.gpus, [os.path.abspath(__file__), *sys.argv[1:]])
+        try:
+            dist.relaunch(opts.gpus, [os.path.abspath(__file__), *sys.argv[1:]])
+        except dist.RelaunchError as e:
+            raise click.ClickException(str(e)) from e
         return
+    from san_ext.training.errors import TrainingError
     from san_ext.training.loop import run
-    run(cfg)
+    try:
+        run(cfg)
+    except TrainingError as e:  # a stop the user can act on: its message, not a traceback
+        raise click.ClickException(str(e)) from e
 
 
 if __name__ == '__main__':

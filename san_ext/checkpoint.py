@@ -1,7 +1,8 @@
 """Checkpoints as safetensors plus a JSON sidecar: snapshots for inference, training states for exact resume.
 
-- ``network-snapshot-{kimg:06d}.safetensors``: the ``G_ema`` state dict (plain keys, loadable by anyone), with
-  ``.json`` beside it holding the generator's architecture, the run config and the progress.
+- ``network-snapshot-{kimg:06d}.safetensors`` (``{kimg:06d}_{nimg:03d}`` between whole kimg, :func:`kimg_tag`): the
+  ``G_ema`` state dict (plain keys, loadable by anyone), with ``.json`` beside it holding the generator's
+  architecture, the run config and the progress.
 - ``training-state-{kimg:06d}.safetensors``: G, D, G_ema (keys ``G/...``, ``D/...``, ``G_ema/...``), both
   optimizers, RNG states and extra loop state; its ``.json`` holds everything that is not a tensor, including the
   critic's settings (``critic``: :class:`san_ext.critic_score.ScoreSettings`) so DOT rebuilds D's score without
@@ -9,8 +10,9 @@
 
 Files are written atomically (temp file, fsync, ``os.replace``, directory fsync); the tensors go first and the
 sidecar last, so a file without its sidecar is an interrupted write and :func:`find_latest` skips it. The sidecar
-records the tensor file's size, SHA-256 and a write id also stored in the safetensors header, checked on load.
-Loading never executes code from a file (no pickle): the generator is rebuilt from its recorded config.
+records the tensor file's size, SHA-256 and a write id also stored in the safetensors header, checked on load and
+by :func:`find_latest`. Loading never executes code from a file (no pickle): the generator is rebuilt from its
+recorded config, once that config fits the file's tensors (:func:`san_ext.networks.fit.build_fitting`).
 :func:`load_generator` is the one front door for networks: a snapshot, a training state, or a released StyleGAN-XL /
 StyleSAN-XL ``.pkl`` read safely by :mod:`san_ext.legacy`. Used by training (``--path_stem``), ``gen_images.py``,
 ``calc_metrics.py`` and DOT; imports only the networks, legacy, the critic score and :mod:`san_ext.files`.
@@ -44,11 +46,13 @@ from san_ext.networks import (
     build_generator,
     generator_spec,
 )
+from san_ext.networks.fit import build_fitting
 
 __all__ = ['SNAPSHOT_PREFIX', 'STATE_PREFIX', 'CheckpointError', 'TrainingState', 'build_generator',
-           'checkpoint_name', 'critic_settings', 'find_latest', 'generator_spec', 'is_network_pickle',
+           'checkpoint_name', 'critic_settings', 'find_latest', 'generator_spec', 'is_network_pickle', 'kimg_tag',
            'load_discriminator', 'load_generator', 'load_training_state', 'prune_checkpoints', 'read_generator_spec',
-           'read_sidecar', 'restore_rng_state', 'rng_state', 'save_snapshot', 'save_training_state']
+           'read_sidecar', 'restore_rng_state', 'rng_state', 'save_snapshot', 'save_training_state',
+           'scan_checkpoints']
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +71,18 @@ class CheckpointError(RuntimeError):
 # ---------------------------------------------------------------------------------------------------------------
 # Names (generator_spec and build_generator live in san_ext.networks and are re-exported here).
 
+def kimg_tag(cur_nimg: int) -> str:
+    """``{kimg:06d}`` at a whole kimg, else ``{kimg:06d}_{rest:03d}`` (8 images: ``000000_008``): one name per
+    snapshot at any ``--tick``, and names sort as ``cur_nimg`` does (``000001.json`` < ``000001_004.json``, since '.'
+    sorts before '_')."""
+    kimg, rest = divmod(int(cur_nimg), 1000)
+    return f'{kimg:06d}' if rest == 0 else f'{kimg:06d}_{rest:03d}'
+
+
 def checkpoint_name(prefix: str, cur_nimg: int) -> str:
-    """``{prefix}{kimg:06d}`` with kimg = cur_nimg // 1000 (runs shorter than a kimg overwrite one name)."""
-    return f'{prefix}{int(cur_nimg) // 1000:06d}'
+    """``{prefix}{kimg_tag(cur_nimg)}``: unique per ``cur_nimg``, so snapshots less than a kimg apart never share
+    (and overwrite) a name."""
+    return f'{prefix}{kimg_tag(cur_nimg)}'
 
 
 def _cpu_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -124,16 +137,22 @@ def _check_pair(tensor_file: Path, record: dict) -> None:
     """Raise unless ``tensor_file`` is the file its sidecar ``record`` describes (size and write id)."""
     if not tensor_file.is_file():
         raise CheckpointError(f'{tensor_file} is missing (its sidecar exists); use another checkpoint')
-    size = tensor_file.stat().st_size
-    if size != record.get('tensor_bytes') or _header_write_id(tensor_file) != record.get('write_id'):
-        raise CheckpointError(f'{tensor_file} is truncated or was overwritten after its sidecar was written '
-                              f'({size} bytes, sidecar says {record.get("tensor_bytes")}); use another checkpoint')
+    size, expected = tensor_file.stat().st_size, record.get('tensor_bytes')
+    if size != expected:
+        raise CheckpointError(f'{tensor_file} is truncated or was overwritten after its sidecar was written: it has '
+                              f'{size} bytes, its sidecar records {expected}; use another checkpoint')
+    if _header_write_id(tensor_file) != record.get('write_id'):
+        raise CheckpointError(f'{tensor_file} was overwritten after its sidecar was written (its write id differs '
+                              f'from the sidecar\'s; the size, {size} bytes, matches); use another checkpoint')
 
 
 def _tensor_and_sidecar(path: PathLike) -> tuple[Path, Path]:
     path = Path(path)
     if path.suffix == '.json':
         return path.with_suffix('.safetensors'), path
+    if path.suffix != '.safetensors':
+        raise CheckpointError(f'{path} is not a san-ext checkpoint: give a .safetensors file that has its .json '
+                              'sidecar beside it (a network snapshot or a training state)')
     return path, path.with_suffix('.json')
 
 
@@ -145,6 +164,8 @@ def read_sidecar(path: PathLike) -> dict:
                               'a san-ext checkpoint; use an earlier checkpoint')
     try:
         record = json.loads(side.read_text())
+    except RecursionError as e:  # json nests one Python frame per level
+        raise CheckpointError(f'{side} is corrupt (nested too deeply to be a sidecar); use another checkpoint') from e
     except (OSError, ValueError) as e:
         raise CheckpointError(f'{side} is corrupt ({e}); delete it and its .safetensors, or use another checkpoint') \
             from e
@@ -156,7 +177,7 @@ def read_sidecar(path: PathLike) -> dict:
 
 def _load_tensors(path: PathLike, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
     tensor_file, side = _tensor_and_sidecar(path)
-    record = read_sidecar(side)
+    record = read_sidecar(path)
     _check_pair(tensor_file, record)
     if verify and record.get('sha256') and file_sha256(tensor_file) != record['sha256']:
         raise CheckpointError(f'{tensor_file} is corrupt: its SHA-256 differs from the one in {side.name}')
@@ -307,7 +328,7 @@ def load_generator(path: PathLike, device: Union[str, torch.device] = 'cpu') -> 
     if record['format'] == STATE_FORMAT:
         tensors = {k[len('G_ema/'):]: v for k, v in tensors.items() if k.startswith('G_ema/')}
     try:
-        G = build_generator(record['generator'])
+        G = build_fitting(lambda: build_generator(record['generator']), record['generator'], tensors)
         G.load_state_dict(tensors, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f'{path}: the weights do not fit the recorded generator ({e})') from e
@@ -362,7 +383,11 @@ def load_training_state(path: PathLike, verify: bool = True) -> TrainingState:
         prefix, _, rest = key.partition('/')
         if prefix in modules:
             modules[prefix][rest] = value
-    tree = {k: _decode(v, tensors) for k, v in record['tree'].items()}
+    try:
+        tree = {k: _decode(v, tensors) for k, v in record['tree'].items()}
+    except (RecursionError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f'{path}: its sidecar\'s state tree is malformed ({type(e).__name__}); use another '
+                              'checkpoint') from e
     return TrainingState(path=_tensor_and_sidecar(path)[0], modules=modules, optimizers=tree['optimizers'],
                          rng=tree['rng'], progress=record['progress'], extra=tree.get('extra', {}),
                          config=record.get('config'), generator=_current_spec(record.get('generator')))
@@ -384,7 +409,8 @@ def load_discriminator(path: PathLike, device: Union[str, torch.device] = 'cpu')
         raise CheckpointError(f'{path}: the sidecar has no discriminator config (config.D); cannot rebuild D')
     weights = {k[len('D/'):]: v for k, v in tensors.items() if k.startswith('D/')}
     try:
-        D = ProjectedDiscriminator(DiscriminatorConfig(**{**cfg, 'pretrained': False, 'checkpoint_paths': ()}))
+        D = build_fitting(lambda: ProjectedDiscriminator(DiscriminatorConfig(
+            **{**cfg, 'pretrained': False, 'checkpoint_paths': ()})), cfg, weights)
         D.load_state_dict(weights, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f'{path}: the D weights do not fit the recorded discriminator config ({e})') from e
@@ -415,34 +441,58 @@ def critic_settings(path: PathLike) -> ScoreSettings:
         raise CheckpointError(f'{path}: bad critic settings in the sidecar ({e})') from e
 
 
-def _complete(prefix: str, run_dir: Path) -> list[tuple[int, float, Path]]:
-    """(cur_nimg, mtime, tensor file) of every checkpoint in ``run_dir`` with a readable sidecar and tensor file."""
-    found = []
-    for side in run_dir.glob(f'{prefix}*.json'):
-        tensor_file = side.with_suffix('.safetensors')
+def _scan(prefix: str, run_dir: Path) -> tuple[list[tuple[int, float, Path, dict]], list[tuple[Path, str]]]:
+    """The checkpoints in ``run_dir`` whose sidecar and tensor file agree (cur_nimg, mtime, tensor file, sidecar),
+    and (tensor file, reason naming it) for every other file of that prefix: sidecar or tensors missing, unreadable,
+    of another size or write id."""
+    stems = {f.name[:-len(f.suffix)] for f in run_dir.glob(f'{prefix}*') if f.suffix in ('.json', '.safetensors')}
+    good, bad = [], []
+    for stem in sorted(stems):
+        tensor_file = run_dir / f'{stem}.safetensors'
         try:
-            record = read_sidecar(side)
+            record = read_sidecar(tensor_file)
             _check_pair(tensor_file, record)
-        except (CheckpointError, OSError) as e:
-            log.warning('skipping %s: %s', side, e)
+            good.append((int(record['progress']['cur_nimg']), tensor_file.with_suffix('.json').stat().st_mtime,
+                         tensor_file, record))
+        except (CheckpointError, OSError, KeyError, TypeError, ValueError) as e:
+            reason = str(e) if isinstance(e, CheckpointError) else f'{tensor_file}: bad sidecar ({e!r})'
+            bad.append((tensor_file, reason))
+    return good, bad
+
+
+def scan_checkpoints(run_dir: PathLike, prefix: str = STATE_PREFIX) -> tuple[Optional[Path], list[tuple[Path, str]]]:
+    """(the newest valid checkpoint in ``run_dir`` or None, (file, reason) of every invalid one seen).
+
+    Valid means what loading verifies: sidecar readable, tensor file of the recorded size and write id, SHA-256
+    equal to the recorded one. Newest first, so only the newer files and the chosen one are hashed; a corrupt newest
+    state is passed over for the previous good one, and the caller can say which files were skipped and why.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return None, []
+    good, bad = _scan(prefix, run_dir)
+    for _, _, tensor_file, record in sorted(good, key=lambda g: g[:2], reverse=True):
+        if record.get('sha256') and file_sha256(tensor_file) != record['sha256']:
+            bad.append((tensor_file, f'{tensor_file} is corrupt: its SHA-256 differs from the one in its sidecar'))
             continue
-        found.append((int(record['progress'].get('cur_nimg', 0)), side.stat().st_mtime, tensor_file))
-    return sorted(found)
+        return tensor_file, bad
+    return None, bad
 
 
 def find_latest(run_dir: PathLike, prefix: str = STATE_PREFIX) -> Optional[Path]:
-    """The complete checkpoint with the most images seen in ``run_dir`` (None if there is none); files whose
-    sidecar is missing (interrupted writes) or disagrees with them (size, write id) are skipped."""
-    run_dir = Path(run_dir)
-    found = _complete(prefix, run_dir) if run_dir.is_dir() else []
-    return found[-1][2] if found else None
+    """The valid checkpoint with the most images seen in ``run_dir`` (None if there is none; see
+    :func:`scan_checkpoints`); each file passed over is logged with the reason."""
+    latest, bad = scan_checkpoints(run_dir, prefix)
+    for _, reason in bad:
+        log.warning('skipping: %s', reason)
+    return latest
 
 
 def prune_checkpoints(run_dir: PathLike, keep: int, prefix: str = STATE_PREFIX) -> list[Path]:
     """Delete all but the ``keep`` newest complete checkpoints (sidecar first); ``keep=0`` keeps all."""
     if keep <= 0:
         return []
-    doomed = [p for _, _, p in _complete(prefix, Path(run_dir))[:-keep]]
+    doomed = [g[2] for g in sorted(_scan(prefix, Path(run_dir))[0], key=lambda g: g[:2])[:-keep]]
     for tensor_file in doomed:
         tensor_file.with_suffix('.json').unlink(missing_ok=True)
         tensor_file.unlink(missing_ok=True)

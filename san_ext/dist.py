@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import logging
 import os
+import random
+import signal
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import numpy as np
 import torch
 import torch.distributed as tdist
 from torch import nn
 
-__all__ = ['DistEnv', 'active', 'all_gather_rows', 'all_reduce_grads', 'all_reduce_mean', 'all_reduce_sum', 'barrier',
-           'broadcast_module', 'broadcast_object', 'convert_sync_batchnorm', 'init', 'launched_by_torchrun', 'print0',
-           'rank', 'relaunch', 'resolve_device', 'seed_for', 'shard_range', 'shutdown', 'world_size']
+__all__ = ['DistEnv', 'RelaunchError', 'active', 'all_gather_rows', 'all_reduce_grads', 'all_reduce_mean',
+           'all_reduce_sum', 'barrier', 'broadcast_module', 'broadcast_object', 'convert_sync_batchnorm', 'init',
+           'is_comm_failure', 'launched_by_torchrun', 'print0', 'rank', 'relaunch', 'resolve_device', 'seed_for',
+           'seed_globals', 'shard_range', 'shutdown', 'silent_ranks', 'torchrun_world', 'world_size']
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,7 @@ class DistEnv:
     world_size: int
     local_rank: int
     device: torch.device
+    store: Any = field(default=None, compare=False, repr=False)  # torchrun's key-value store (health checks)
 
     @property
     def is_main(self) -> bool:
@@ -73,6 +79,16 @@ def launched_by_torchrun() -> bool:
     return all(k in os.environ for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK'))
 
 
+def torchrun_world() -> Optional[tuple[int, int]]:
+    """(nodes, processes per node) of the torchrun launch this process belongs to, from WORLD_SIZE and
+    LOCAL_WORLD_SIZE (None outside torchrun). Nodes with unequal process counts count as one node of them all."""
+    if not launched_by_torchrun():
+        return None
+    world = int(os.environ['WORLD_SIZE'])
+    per_node = int(os.environ.get('LOCAL_WORLD_SIZE', world))
+    return (world // per_node, per_node) if per_node > 0 and world % per_node == 0 else (1, world)
+
+
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     """'auto' -> CUDA when available, else CPU; 'cuda' -> this process's GPU (``cuda:LOCAL_RANK``)."""
     if device not in ('auto', 'cpu', 'cuda'):
@@ -94,11 +110,44 @@ def init(device: str = 'auto') -> DistEnv:
     dev = resolve_device(device, local)
     if dev.type == 'cuda':
         torch.cuda.set_device(dev)
+    store = None
     if world > 1 and not tdist.is_initialized():
         backend = 'nccl' if dev.type == 'cuda' else 'gloo'
-        tdist.init_process_group(backend=backend, init_method='env://',
+        # env:// by hand, to keep the store: under torchrun it is the launcher's, which outlives a dead worker.
+        store, rank_, world = next(tdist.rendezvous('env://'))
+        tdist.init_process_group(backend=backend, store=store, rank=rank_, world_size=world,
                                  device_id=dev if dev.type == 'cuda' else None)
-    return DistEnv(rank_, world, local, dev)
+    return DistEnv(rank_, world, local, dev, store)
+
+
+_COMM_TEXT = ('Connection reset', 'Connection closed', 'Connection refused', 'Broken pipe', 'pair.cc', 'NCCL',
+              'Timed out', 'timed out', 'ProcessGroup')
+
+
+def is_comm_failure(e: BaseException) -> bool:
+    """Whether ``e`` looks like a failed collective (a peer gone, a timeout) rather than a local error."""
+    return isinstance(e, getattr(tdist, 'DistError', ())) or (
+        isinstance(e, RuntimeError) and any(text in str(e) for text in _COMM_TEXT))
+
+
+def silent_ranks(env: DistEnv, timeout: float = 10.0) -> list[int]:
+    """After a failed collective: check in through the launcher's store and return the ranks that do not check in
+    within ``timeout`` seconds (dead or hanging). Every surviving rank sees the failure, so a live rank checks in
+    within seconds. Returns [] when there is no store, and all other ranks when it cannot be reached."""
+    if env.store is None or env.world_size < 2:
+        return []
+    restart = os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')
+    store = tdist.PrefixStore(f'san_ext/alive/{restart}', env.store)
+    others = [r for r in range(env.world_size) if r != env.rank]
+    try:
+        store.set(str(env.rank), '1')
+        deadline = time.monotonic() + timeout
+        while others and time.monotonic() < deadline:
+            others = [r for r in others if not store.check([str(r)])]
+            time.sleep(0.1)
+    except Exception as e:  # the store itself is gone (its host died): nothing can be told apart
+        log.warning('cannot reach the rendezvous store to tell which rank failed: %s', e)
+    return others
 
 
 def shutdown() -> None:
@@ -113,17 +162,44 @@ def relaunch(nproc: int, argv: Iterable[str]) -> None:
     Used by ``train.py --gpus N`` and ``calc_metrics.py --gpus N`` when not started by torchrun. Returns when all
     processes have finished; torchrun raises if one of them failed.
     """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun_main
 
     args = ['--standalone', f'--nproc_per_node={nproc}', *argv]
     log.info('relaunching through torchrun: %s', ' '.join(args))
-    torchrun_main(args)
+    try:
+        torchrun_main(args)
+    except ChildFailedError as e:
+        failed = ', '.join(f'rank {r} ({_exit_reason(f.exitcode)})' for r, f in sorted(e.failures.items()))
+        raise RelaunchError(f'{failed} of the {nproc} processes started through torchrun failed; the error of each '
+                            'is printed above') from e
+
+
+class RelaunchError(RuntimeError):
+    """A process started by :func:`relaunch` failed; the message names its rank and exit status."""
+
+
+def _exit_reason(exitcode: int) -> str:
+    """'exit code 1', or 'killed by SIGKILL' for a negative exit code."""
+    if exitcode < 0:
+        try:
+            return f'killed by {signal.Signals(-exitcode).name}'
+        except ValueError:
+            return f'killed by signal {-exitcode}'
+    return f'exit code {exitcode}'
 
 
 def print0(*args, **kwargs) -> None:
     """``print`` on rank 0 only; every other rank stays silent."""
     if rank() == 0:
         print(*args, **kwargs, flush=True)
+
+
+def seed_globals(seed: int) -> None:
+    """Seed Python's ``random``, numpy's and torch's global generators (every CUDA device's too) from one seed."""
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
 
 
 def seed_for(*keys: int) -> int:

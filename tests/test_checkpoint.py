@@ -174,7 +174,7 @@ def test_same_name_overwrite_keeps_old_pair_or_rejects_mismatch(tmp_path, monkey
     real_replace = os.replace
     monkeypatch.setattr(ckpt.os, 'replace', lambda *a: (_ for _ in ()).throw(OSError('crash')))
     with pytest.raises(OSError):
-        save_state(tmp_path, 1500, seed=1)  # same name 000001; the crash hits the tensor rename
+        save_state(tmp_path, 1000, seed=1)  # same name 000001; the crash hits the tensor rename
     assert ckpt.find_latest(tmp_path) == old
     assert ckpt.load_training_state(old).progress['cur_nimg'] == 1000
 
@@ -185,7 +185,7 @@ def test_same_name_overwrite_keeps_old_pair_or_rejects_mismatch(tmp_path, monkey
 
     monkeypatch.setattr(ckpt.os, 'replace', crash_on_sidecar)
     with pytest.raises(OSError):
-        save_state(tmp_path, 1500, seed=1)  # new tensors under the old sidecar: same size, other write id
+        save_state(tmp_path, 1000, seed=1)  # new tensors under the old sidecar: same size, other write id
     monkeypatch.undo()
     assert ckpt.find_latest(tmp_path) is None
     with pytest.raises(CheckpointError, match='was overwritten after its sidecar'):

@@ -94,8 +94,9 @@ def stem_run(tmp_path_factory, digits16, train_cli) -> Path:
 def test_tiny_run_writes_snapshot_state_grid_and_stats(stem_run):
     assert stem_run.name == '00000-stylegan-xl-digits16-gpus1-batch4'
     names = {p.name for p in stem_run.iterdir()}
-    assert {'config.json', 'stats.jsonl', 'fakes_init.png', 'fakes000000.png', 'network-snapshot-000000.safetensors',
-            'network-snapshot-000000.json', 'training-state-000000.safetensors', 'training-state-000000.json'} <= names
+    assert {'config.json', 'stats.jsonl', 'fakes_init.png', 'fakes000000_016.png',  # 0.016 kimg: 000000_016
+            'network-snapshot-000000_016.safetensors', 'network-snapshot-000000_016.json',
+            'training-state-000000_016.safetensors', 'training-state-000000_016.json'} <= names
     assert any(n.startswith('events.out.tfevents') for n in names)  # TensorBoard
     assert not [n for n in names if '.tmp-' in n]
     ticks = [json.loads(line) for line in (stem_run / 'stats.jsonl').read_text().splitlines()]
@@ -104,10 +105,10 @@ def test_tiny_run_writes_snapshot_state_grid_and_stats(stem_run):
         assert all(np.isfinite(t[key]) for t in ticks), key
     cfg = from_json((stem_run / 'config.json').read_text())
     assert cfg.loss.san and cfg.G.num_layers == 4 and cfg.run.batch == 4 and cfg.data.label_dim == 10
-    assert PIL.Image.open(stem_run / 'fakes000000.png').size == (8 * 16, 10 * 16)  # 8 seeds x 10 classes
+    assert PIL.Image.open(stem_run / 'fakes000000_016.png').size == (8 * 16, 10 * 16)  # 8 seeds x 10 classes
     st = load_training_state(find_latest(stem_run))
     assert st.progress['cur_nimg'] == 16 and st.progress['batch_idx'] == 4
-    G = load_generator(stem_run / 'network-snapshot-000000.safetensors')
+    G = load_generator(stem_run / 'network-snapshot-000000_016.safetensors')
     assert G(torch.randn(2, G.z_dim), torch.eye(10)[:2]).shape == (2, 3, 16, 16)
 
 
@@ -157,7 +158,7 @@ def test_two_torchrun_processes_match_one_process_with_the_same_chunks(tmp_path,
 
 # -- (d) superres -----------------------------------------------------------------------------------------------------
 def test_superres_stage_trains_only_the_head(tmp_path, stem_run, digits32):
-    snap = stem_run / 'network-snapshot-000000.safetensors'
+    snap = stem_run / 'network-snapshot-000000_016.safetensors'
     cfg = tiny_config(tmp_path, digits32, superres=True, path_stem=str(snap), head_layers=3, up_factor=2,
                       kimg=0.008, tick=0.008, snap=1)
     assert cfg.loss.pl_weight == 0 and cfg.superres.path_stem == str(snap)
@@ -195,7 +196,7 @@ def test_non_finite_loss_stops_naming_step_phase_and_last_checkpoint(tmp_path, d
         run(cfg)
     msg = str(info.value)
     assert 'D loss is nan' in msg and 'step 2' in msg and 'cur_nimg=8' in msg
-    assert 'training-state-000000.safetensors' in msg
+    assert 'training-state-000000_008.safetensors' in msg
     (run_dir,) = tmp_path.iterdir()
     assert load_training_state(find_latest(run_dir)).progress['cur_nimg'] == 8  # the last good state is intact
 
@@ -252,7 +253,7 @@ def test_metrics_at_snapshots_write_results_and_best_model(tmp_path, digits16, m
         metrics.unregister_extractor('training_test_features')
     lines = [json.loads(x) for x in (run_dir / 'metric-training_test_fid.jsonl').read_text().splitlines()]
     assert len(lines) == 2 and all(np.isfinite(x['results']['training_test_fid']) for x in lines)
-    assert lines[0]['network'] == 'network-snapshot-000000.safetensors'
+    assert lines[0]['network'] == 'network-snapshot-000000_004.safetensors'
     best = json.loads((run_dir / 'best_model.json').read_text())['extra']
     assert best['value'] == min(x['results']['training_test_fid'] for x in lines)
     assert load_generator(run_dir / 'best_model.safetensors').img_resolution == 16
@@ -275,7 +276,7 @@ def test_cli_rejects_bad_options_naming_the_flag(tmp_path, digits16, train_cli, 
 def test_cli_rejects_data_that_does_not_fit(tmp_path, stem_run, digits32, train_cli):
     runner = CliRunner()
     base = ['--outdir', str(tmp_path / 'o'), *TINY_ARGS]
-    snap = str(stem_run / 'network-snapshot-000000.safetensors')
+    snap = str(stem_run / 'network-snapshot-000000_016.safetensors')
     res = runner.invoke(train_cli, [*base, '--data', str(digits32), '--superres', '--path_stem', snap,
                                     '--up_factor', '4'])
     assert res.exit_code != 0 and '--up_factor:' in res.output and '--up_factor 2' in res.output, res.output

@@ -19,16 +19,27 @@ from torch import nn
 
 import san_ext.metrics as metrics
 from san_ext import dist
-from san_ext.checkpoint import find_latest, load_generator, read_generator_spec
+from san_ext.checkpoint import (
+    STATE_FORMAT,
+    STATE_PREFIX,
+    CheckpointError,
+    load_generator,
+    read_generator_spec,
+    read_sidecar,
+    scan_checkpoints,
+)
 from san_ext.data import InfiniteBatchSampler, open_dataset
+from san_ext.files import remove_stale_temps
 from san_ext.layers import normalize_san_weights
 from san_ext.metrics.features import extractor_weights
-from san_ext.networks import Generator, ProjectedDiscriminator, SuperresGenerator
+from san_ext.networks import Generator, ProjectedDiscriminator, SuperresGenerator, summary
 
-from .config import TrainingConfig
+from .config import RunConfig, TrainingConfig
+from .errors import ResumeError
 
-__all__ = ['MetricsUnavailableError', 'build_networks', 'build_optimizers', 'load_stem', 'make_loader',
-           'metric_module', 'open_training_data', 'reinit_stem', 'resolve_run_dir', 'stem_spec', 'trainable']
+__all__ = ['MetricsUnavailableError', 'batch_split', 'build_networks', 'build_optimizers', 'load_stem', 'make_loader',
+           'metric_module', 'open_training_data', 'print_summaries', 'reinit_stem', 'resolve_run_dir', 'stem_spec',
+           'trainable']
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +83,13 @@ def _run_dirs(outdir: Path) -> list[tuple[int, str, Path]]:
 def resolve_run_dir(cfg: TrainingConfig, create: bool = True) -> tuple[Path, Optional[Path]]:
     """(run dir, training state to resume from or None), following ``--resume``:
 
-    - ``latest``: the newest ``outdir/NNNNN-{desc}`` holding a complete training state is reused and resumed;
-      with none, a fresh run starts (so the same command starts and continues a run);
+    - ``latest``: the newest ``outdir/NNNNN-{desc}`` holding a training state is reused and resumed from its newest
+      valid state (newer corrupt ones are skipped, with a warning naming them); with none, a fresh run starts (so
+      the same command starts and continues a run); a run dir whose states are all invalid stops the run;
     - a training-state file or a run directory: resumed into a new run directory;
     - None: a new run directory ``outdir/{max id + 1:05d}-{desc}``.
+
+    Raises :class:`ResumeError` before creating anything when ``--resume`` names nothing usable.
     """
     run = cfg.run
     outdir = Path(run.outdir)
@@ -83,22 +97,50 @@ def resolve_run_dir(cfg: TrainingConfig, create: bool = True) -> tuple[Path, Opt
     resume: Optional[Path] = None
     if run.resume == 'latest':
         for _, desc, d in reversed(dirs):
-            if desc == run.desc and (latest := find_latest(d)) is not None:
+            if desc == run.desc and (latest := _newest_state(d, 'latest')) is not None:
+                for f in remove_stale_temps(d):
+                    log.warning('removed %s, left by a writer that is gone', f)
                 return d, latest
     elif run.resume:
         resume = Path(run.resume)
         if resume.is_dir():
-            latest = find_latest(resume)
-            if latest is None:
-                raise FileNotFoundError(f'--resume {resume}: no complete training-state-*.safetensors in it')
-            resume = latest
-        elif not resume.is_file():
-            raise FileNotFoundError(f'--resume {resume}: no such file or directory')
+            resume = _newest_state(resume, str(resume))
+            if resume is None:
+                raise ResumeError(f'--resume {run.resume}: no {STATE_PREFIX}*.safetensors in it; give a run directory '
+                                  'with training states, a training-state file, or latest')
+        else:
+            _check_state_file(resume)
     next_id = max((i for i, _, _ in dirs), default=-1) + 1
     run_dir = outdir / f'{next_id:05d}-{run.desc}'
     if create:
         run_dir.mkdir(parents=True, exist_ok=False)
     return run_dir, resume
+
+
+def _newest_state(run_dir: Path, flag: str) -> Optional[Path]:
+    """The newest valid training state in ``run_dir`` (None if it has no state files at all); invalid newer ones
+    are named in a warning; state files none of which is valid stop the run (ResumeError naming each and why)."""
+    latest, bad = scan_checkpoints(run_dir)
+    if latest is None and bad:
+        raise ResumeError(f'--resume {flag}: {run_dir} has training states but none is valid: '
+                          + '; '.join(reason for _, reason in bad)
+                          + '. Restore or delete them (or resume from another run)')
+    if bad:
+        log.warning('--resume %s: skipped %s; resuming from %s', flag, '; '.join(reason for _, reason in bad), latest)
+    return latest
+
+
+def _check_state_file(path: Path) -> None:
+    """Raise ResumeError unless ``path`` is a training state (its sidecar readable and of that format)."""
+    if not path.is_file():
+        raise ResumeError(f'--resume {path}: no such file or directory')
+    try:
+        fmt = read_sidecar(path).get('format')
+    except CheckpointError as e:
+        raise ResumeError(f'--resume {path}: {e}') from e
+    if fmt != STATE_FORMAT:
+        raise ResumeError(f'--resume {path} is a network snapshot, not a training state; give a '
+                          f'{STATE_PREFIX}*.safetensors file, its run directory, or latest')
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -164,6 +206,31 @@ def reinit_stem(cfg: TrainingConfig, *generators: nn.Module) -> None:
     stem = load_stem(cfg.superres.path_stem)
     for G in generators:
         G.reinit_stem(stem.to(next(G.parameters()).device))
+
+
+def print_summaries(G: nn.Module, D: nn.Module, device: torch.device) -> None:
+    """Module tables of G and D on rank 0 (D in eval mode so that printing does not move its BatchNorm or spectral
+    norm)."""
+    z = torch.zeros([2, G.z_dim], device=device)
+    c = torch.zeros([2, G.c_dim], device=device) if G.c_dim else None
+    if c is not None:
+        c[:, 0] = 1
+    dist.print0(summary(G, z, c, max_depth=2))
+    img = torch.zeros([2, G.img_channels, G.img_resolution, G.img_resolution], device=device)
+    D.eval()
+    try:
+        dist.print0(summary(D, img, c, max_depth=2))
+    finally:
+        D.train()
+
+
+def batch_split(run: RunConfig) -> str:
+    """How the global batch is split, for the log: ``4 x 1 x 2 (processes x chunks x batch_gpu)``, with nodes x
+    processes per node on several nodes."""
+    if run.nodes == 1:
+        return f'{run.gpus} x {run.chunks_per_rank} x {run.batch_gpu} (processes x chunks x batch_gpu)'
+    return (f'{run.nodes} x {run.gpus // run.nodes} x {run.chunks_per_rank} x {run.batch_gpu} '
+            '(nodes x processes per node x chunks x batch_gpu)')
 
 
 def trainable(G: nn.Module) -> list[nn.Parameter]:

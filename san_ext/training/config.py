@@ -142,7 +142,8 @@ class RunConfig:
     outdir: str = 'training-runs'
     desc: str = ''                      # run dir is outdir/{id:05d}-{desc}
     seed: int = 0
-    gpus: int = 1                       # processes (torchrun); on CPU these are CPU processes
+    gpus: int = 1                       # processes in all, nodes x per node (torchrun); CPU processes on CPU
+    nodes: int = 1                      # machines (torchrun --nnodes); gpus // nodes processes on each
     batch: int = 32                     # global batch
     batch_gpu: int = 32                 # images per forward pass; batch / gpus is accumulated in such chunks
     kimg: float = 25000.0

@@ -6,7 +6,9 @@ reals; SAN directions re-normalised after the step), G EMA. Each rank splits its
 
 Randomness (latents, fake labels, DiffAugment, path-length noise) comes from a generator seeded by
 (seed, cur_nimg, global chunk index, phase), and the data order is a function of ``cur_nimg``: a resumed run continues
-the same trajectory, and N ranks match one process with the same global batch and ``batch_gpu``.
+the same trajectory, and N ranks match one process with the same global batch and ``batch_gpu``. The global
+generators are reseeded from (seed, rank, cur_nimg) at every step, so even the RNG states a training state saves are
+the same after a kill and ``--resume`` as in a run never stopped.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Optional
 
 import numpy as np
@@ -31,30 +34,28 @@ from san_ext.checkpoint import (
     SNAPSHOT_PREFIX,
     STATE_PREFIX,
     checkpoint_name,
-    generator_spec,
-    load_training_state,
+    kimg_tag,
     prune_checkpoints,
     restore_rng_state,
     save_snapshot,
     save_training_state,
 )
 from san_ext.layers import normalize_san_weights
-from san_ext.networks import summary
 
 from . import alignment, build
 from .config import TrainingConfig, to_json
+from .errors import NonFiniteLossError, TrainingError, peer_failure
 from .loss import ProjectedGANLoss, build_classifier, frozen_spectral_norm, refresh_spectral_norm
+from .resume import load_state
+from .snapshots import write_files
 from .stats import Stats, TickLog
 
 __all__ = ['NonFiniteLossError', 'Progress', 'run']
 
 log = logging.getLogger(__name__)
 
-PHASE_G, PHASE_PL, PHASE_D, PHASE_ALIGN = 0, 1, 2, 3  # stream ids in the per-chunk seeds
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A phase loss became NaN or infinite; the message names the step, the phase and the last good checkpoint."""
+PHASE_G, PHASE_PL, PHASE_D, PHASE_ALIGN, PHASE_GLOBAL = 0, 1, 2, 3, 4  # stream ids in the per-chunk seeds
+PEER_TIMEOUT = 10.0  # seconds the ranks that saw a collective fail wait for each other before naming the silent ones
 
 
 @dataclass
@@ -110,6 +111,10 @@ def run(cfg: TrainingConfig) -> Path:
             t = _setup(cfg, env)
             _iterate(t)
             return t.run_dir
+    except Exception as e:
+        if env.world_size > 1 and not isinstance(e, TrainingError) and dist.is_comm_failure(e):
+            raise peer_failure(env, e, PEER_TIMEOUT) from e  # names the ranks that died instead of hanging
+        raise
     finally:
         dist.shutdown()
 
@@ -130,13 +135,28 @@ def _backend_flags() -> Iterator[None]:
 # Setup.
 
 def _setup(cfg: TrainingConfig, env: dist.DistEnv) -> _Trainer:
+    """Check the world, pick the run dir (and the state to resume), build the trainer; a failure after the run
+    dir was made removes it again when it is still empty."""
     if env.world_size != cfg.run.gpus:
-        raise ValueError(f'--gpus {cfg.run.gpus} but {env.world_size} processes are running; launch with '
-                         f'torchrun --nproc_per_node {cfg.run.gpus} or let train.py relaunch itself')
+        raise TrainingError(f'the config is for {cfg.run.gpus} processes but {env.world_size} are running; launch '
+                            f'with torchrun --nnodes {cfg.run.nodes} --nproc_per_node {cfg.run.gpus // cfg.run.nodes} '
+                            'or let train.py --gpus N relaunch itself')
     if cfg.run.sync_bn and env.world_size > 1 and env.device.type != 'cuda':
         raise ValueError('--sync-bn needs CUDA GPUs (SyncBatchNorm has no CPU/gloo path); drop --sync-bn')
     metrics = build.metric_module(cfg.run.metrics)
     run_dir, resume = _run_dir(cfg, env)
+    try:
+        return _build_trainer(cfg, env, run_dir, resume, metrics)
+    except BaseException:
+        if env.is_main:  # a run dir made for this run and still empty goes again; a resumed one keeps its files
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
+
+
+def _build_trainer(cfg: TrainingConfig, env: dist.DistEnv, run_dir: Path, resume: Optional[Path],
+                   metrics: Optional[ModuleType]) -> _Trainer:
+    """Data, networks, optimizers and loss in ``run_dir``, resumed from ``resume``; writes config.json last."""
     dataset = build.open_training_data(cfg)
     G, D, G_ema = build.build_networks(cfg, env.device)
     opt_G, opt_D = build.build_optimizers(cfg, G, D)
@@ -151,7 +171,7 @@ def _setup(cfg: TrainingConfig, env: dist.DistEnv) -> _Trainer:
     for module in (G, D, G_ema):
         dist.broadcast_module(module)
     if env.is_main:
-        _print_summaries(t)
+        build.print_summaries(t.G, t.D, t.env.device)
         _write_config(t, resume)
     return t
 
@@ -173,18 +193,9 @@ def _run_dir(cfg: TrainingConfig, env: dist.DistEnv) -> tuple[Path, Optional[Pat
 
 
 def _load_state(t: _Trainer, path: Path) -> None:
-    """Restore G, D, G_ema, both optimizers, RNG states, progress and the path-length mean from ``path``."""
-    st = load_training_state(path)
-    if st.generator != generator_spec(t.G):
-        raise ValueError(f'{path} holds a generator of another architecture than this run\'s: '
-                         f'{st.generator} vs {generator_spec(t.G)}; resume with the options of that run')
-    for name, module in (('G', t.G), ('D', t.D), ('G_ema', t.G_ema)):
-        try:
-            module.load_state_dict(st.modules[name], strict=True)
-        except RuntimeError as e:
-            raise ValueError(f'{path}: {name} does not fit this run\'s {name} (other options?): {e}') from e
-    t.opt_G.load_state_dict(st.optimizers['G'])
-    t.opt_D.load_state_dict(st.optimizers['D'])
+    """Restore G, D, G_ema, both optimizers (with this command's learning rates), RNG states, progress and the
+    path-length mean from ``path``."""
+    st = load_state(path, {'G': t.G, 'D': t.D, 'G_ema': t.G_ema}, {'G': t.opt_G, 'D': t.opt_D}, t.cfg.optim)
     restore_rng_state(st.rng)
     t.progress = Progress(**{k: int(st.progress[k]) for k in dataclasses.asdict(Progress())})
     t.loss.pl_mean.copy_(st.extra['pl_mean'])
@@ -194,29 +205,13 @@ def _load_state(t: _Trainer, path: Path) -> None:
         log.warning('resuming with --batch %d; %s was trained with %s', t.cfg.run.batch, path, st.progress['batch'])
 
 
-def _print_summaries(t: _Trainer) -> None:
-    """Module tables of G and D (D in eval mode so that printing does not move its BatchNorm or spectral norm)."""
-    G, D, dev = t.G, t.D, t.env.device
-    z = torch.zeros([2, G.z_dim], device=dev)
-    c = torch.zeros([2, G.c_dim], device=dev) if G.c_dim else None
-    if c is not None:
-        c[:, 0] = 1
-    dist.print0(summary(G, z, c, max_depth=2))
-    img = torch.zeros([2, G.img_channels, G.img_resolution, G.img_resolution], device=dev)
-    D.eval()
-    try:
-        dist.print0(summary(D, img, c, max_depth=2))
-    finally:
-        D.train()
-
-
 def _write_config(t: _Trainer, resume: Optional[Path]) -> None:
     (t.run_dir / 'config.json').write_text(to_json(t.cfg))
     cfg = t.cfg
     dist.print0(f'run dir: {t.run_dir}\n'
                        f'data: {cfg.data.path} ({len(t.dataset)} images, {cfg.data.resolution}px, '
                        f'{cfg.data.label_dim} classes)\n'
-                       f'batch {cfg.run.batch} = {cfg.run.gpus} x {cfg.run.chunks_per_rank} x {cfg.run.batch_gpu}; '
+                       f'batch {cfg.run.batch} = {build.batch_split(cfg.run)}; '
                        f'loss {cfg.loss.name}{" + SAN" if cfg.loss.san else ""}; device {t.env.device}'
                        + (f'\nresuming from {resume} at {t.progress.cur_nimg / 1000:.3f} kimg' if resume else ''))
 
@@ -247,6 +242,7 @@ def _iterate(t: _Trainer) -> None:
 
 def _train_step(t: _Trainer, real_img: torch.Tensor, real_c: torch.Tensor) -> None:
     """One optimisation step of G and D on this rank's share of the global batch."""
+    _seed_globals(t)
     chunks = _split(t, real_img, real_c)
     t.last_chunk = chunks[-1]
     _g_main_phase(t, chunks)
@@ -256,6 +252,13 @@ def _train_step(t: _Trainer, real_img: torch.Tensor, real_c: torch.Tensor) -> No
     _update_ema(t)
     t.progress.cur_nimg += t.cfg.run.batch
     t.progress.batch_idx += 1
+
+
+def _seed_globals(t: _Trainer) -> None:
+    """Python's, numpy's and torch's global generators (CUDA's too) from (seed, rank, cur_nimg). The loop draws from
+    its own per-chunk streams, so no result changes; whatever else draws from the globals, and the RNG states that a
+    training state saves, become functions of the step: the same after a kill and resume as without one."""
+    dist.seed_globals(dist.seed_for(t.cfg.run.seed, t.env.rank, t.progress.cur_nimg, PHASE_GLOBAL))
 
 
 def _split(t: _Trainer, real_img: torch.Tensor, real_c: torch.Tensor) -> list[_Chunk]:
@@ -450,15 +453,20 @@ def _snapshot(t: _Trainer, grid_z, grid_c, grid) -> None:
     """Sample grid, network snapshot and training state (rank 0 writes), metrics, best model."""
     p, cfg = t.progress, t.cfg
     cfg_dict = cfg.to_dict()
-    kimg_name = f'{p.cur_nimg // 1000:06d}'
+    state = t.run_dir / f'{checkpoint_name(STATE_PREFIX, p.cur_nimg)}.safetensors'
     if t.env.is_main:
-        images.save_grid(images.generate(t.G_ema, grid_z, grid_c), t.run_dir / f'fakes{kimg_name}.png', grid)
-        save_snapshot(t.run_dir, t.G_ema, cfg_dict, p.cur_nimg)
-        save_training_state(t.run_dir, G=t.G, D=t.D, G_ema=t.G_ema, opt_G=t.opt_G, opt_D=t.opt_D, config=cfg_dict,
-                            progress={**dataclasses.asdict(p), 'batch': cfg.run.batch},
-                            extra={'pl_mean': t.loss.pl_mean, 'best': t.best}, critic=t.loss.score)
+        fakes = t.run_dir / f'fakes{kimg_tag(p.cur_nimg)}.png'
+        snap = t.run_dir / f'{checkpoint_name(SNAPSHOT_PREFIX, p.cur_nimg)}.safetensors'
+        write_files([
+            (fakes, lambda: images.save_grid(images.generate(t.G_ema, grid_z, grid_c), fakes, grid)),
+            (snap, lambda: save_snapshot(t.run_dir, t.G_ema, cfg_dict, p.cur_nimg)),
+            (state, lambda: save_training_state(
+                t.run_dir, G=t.G, D=t.D, G_ema=t.G_ema, opt_G=t.opt_G, opt_D=t.opt_D, config=cfg_dict,
+                progress={**dataclasses.asdict(p), 'batch': cfg.run.batch},
+                extra={'pl_mean': t.loss.pl_mean, 'best': t.best}, critic=t.loss.score)),
+        ], last=t.last_checkpoint)
         prune_checkpoints(t.run_dir, cfg.run.keep_states)
-    t.last_checkpoint = t.run_dir / f'{checkpoint_name(STATE_PREFIX, p.cur_nimg)}.safetensors'
+    t.last_checkpoint = state
     dist.barrier()
     if t.metrics is not None:
         _evaluate(t)
@@ -483,5 +491,6 @@ def _evaluate(t: _Trainer) -> None:
     old = t.best.get('value')
     if old is None or (value > old if higher else value < old):
         t.best = {'metric': key, 'value': value, 'cur_nimg': p.cur_nimg}
-        save_snapshot(t.run_dir, t.G_ema, cfg.to_dict(), p.cur_nimg, name='best_model', extra=t.best)
+        write_files([(t.run_dir / 'best_model.safetensors', lambda: save_snapshot(
+            t.run_dir, t.G_ema, cfg.to_dict(), p.cur_nimg, name='best_model', extra=t.best))], t.last_checkpoint)
         t.tick_log.message(f'best_model: {key} = {value:.4g} at {p.cur_nimg / 1000:.3f} kimg')

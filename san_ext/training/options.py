@@ -18,6 +18,7 @@ from typing import Optional
 from san_ext import losses
 from san_ext.checkpoint import CheckpointError
 from san_ext.networks import DiscriminatorConfig, GeneratorConfig
+from san_ext.networks.backbones import backbone_kind
 from san_ext.networks.superres import UP_FACTORS
 
 from .build import MetricsUnavailableError, metric_module, stem_spec
@@ -43,7 +44,8 @@ class TrainOptions:
     outdir: str
     data: str
     preset: str = TrainingConfig.preset  # --cfg
-    gpus: int = RunConfig.gpus
+    gpus: int = RunConfig.gpus          # processes in all (train.py: torchrun's world, or --gpus)
+    nodes: int = RunConfig.nodes        # train.py: torchrun's nodes
     batch: int = RunConfig.batch
     batch_gpu: Optional[int] = None     # None: batch / gpus
     cond: bool = DataConfig.cond
@@ -93,6 +95,10 @@ def build_config(o: TrainOptions) -> TrainingConfig:
         raise OptionError('--loss', f'{e} (NAME: plain heads, NAME-san: its SAN conversion)') from e
     batch_gpu = _check_batch(o)
     data = _data_config(o)
+    if o.path_stem and not o.superres:
+        raise OptionError('--path_stem', 'is only read by a super-resolution stage: add --superres to train one on '
+                                         'it, or drop --path_stem to train a stem')
+    _check_backbones(o.backbones)
     stem_cfg = _stem_config(o, data) if o.superres else None
     G = stem_cfg or _generator_config(o, data, recipe.synthesis)
     superres = SuperresStageConfig(str(o.path_stem), o.head_layers, o.up_factor) if o.superres else None
@@ -105,7 +111,7 @@ def build_config(o: TrainOptions) -> TrainingConfig:
     D = DiscriminatorConfig(backbones=tuple(o.backbones), c_dim=data.label_dim, img_resolution=data.resolution,
                             img_channels=data.channels, san=loss.san,  # derived: loss.san is the one switch
                             diffaug=recipe.diffaug, pretrained=o.pretrained, interp_size=o.interp_size)
-    run = RunConfig(outdir=o.outdir, desc=_describe(o, data), seed=o.seed, gpus=o.gpus, batch=o.batch,
+    run = RunConfig(outdir=o.outdir, desc=_describe(o, data), seed=o.seed, gpus=o.gpus, nodes=o.nodes, batch=o.batch,
                     batch_gpu=batch_gpu, kimg=o.kimg, tick=o.tick, snap=o.snap, metrics=_metrics(o.metrics),
                     device=o.device, resume=o.resume, sync_bn=o.sync_bn, keep_states=o.keep_states)
     return TrainingConfig(run=run, data=data, G=G, D=D, loss=loss, optim=optim, superres=superres, preset=o.preset)
@@ -126,7 +132,8 @@ def _loss_config(o: TrainOptions, base: LossConfig, name: str, san: bool) -> Los
 def _check_batch(o: TrainOptions) -> int:
     batch_gpu = o.batch_gpu or o.batch // o.gpus
     if batch_gpu < 1 or o.batch % (o.gpus * batch_gpu):
-        raise OptionError('--batch', f'must be a multiple of --gpus x --batch-gpu (got {o.batch}, {o.gpus} x '
+        procs = f'{o.gpus}' if o.nodes == 1 else f'{o.gpus} ({o.nodes} nodes x {o.gpus // o.nodes})'
+        raise OptionError('--batch', f'must be a multiple of --gpus x --batch-gpu (got {o.batch}, {procs} x '
                                      f'{batch_gpu}); e.g. --batch {o.gpus * max(batch_gpu, 1) * 2}')
     return batch_gpu
 
@@ -175,13 +182,25 @@ def _stem_config(o: TrainOptions, data: DataConfig) -> GeneratorConfig:
     stem = GeneratorConfig.from_dict(spec['cfg'])
     stem_res = stem.img_resolution * math.prod(int(s['up_factor']) for s in spec.get('stages', []))
     if stem_res * o.up_factor != data.resolution:
+        fits = data.resolution // stem_res if data.resolution % stem_res == 0 else 0
+        hint = f' or --up_factor {fits}' if fits in UP_FACTORS else \
+            f' (a stage must enlarge the stem\'s {stem_res}px by one of {UP_FACTORS})'
         raise OptionError('--up_factor', f'the data is {data.resolution}px but the stem makes {stem_res}px x '
                                          f'--up_factor {o.up_factor} = {stem_res * o.up_factor}px; use data at '
-                                         f'{stem_res * o.up_factor}px or --up_factor {data.resolution // stem_res}')
+                                         f'{stem_res * o.up_factor}px{hint}')
     if stem.c_dim != data.label_dim:
         raise OptionError('--cond', f'the stem has {stem.c_dim} classes but the data {data.label_dim}; '
                                     'use the same --cond setting and labels as the stem')
     return stem
+
+
+def _check_backbones(names: tuple[str, ...]) -> None:
+    """Every --backbones name a timm model (checked before any run dir or network exists)."""
+    for name in names:
+        try:
+            backbone_kind(name)
+        except ValueError as e:
+            raise OptionError('--backbones', f'{e}; e.g. --backbones {",".join(DiscriminatorConfig.backbones)}') from e
 
 
 def _metrics(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -195,8 +214,10 @@ def _metrics(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _describe(o: TrainOptions, data: DataConfig) -> str:
-    """``{cfg}-{dataset}-gpus{N}-batch{B}[-desc]`` as StyleGAN-XL names its runs."""
+    """``{cfg}-{dataset}-gpus{N}-batch{B}[-desc]`` as StyleGAN-XL names its runs; several nodes:
+    ``nodes{K}-gpus{N per node}``."""
     name = Path(o.data).name
     name = name[:-4] if name.endswith('.zip') else name
-    desc = f'{o.preset}-{name}-gpus{o.gpus}-batch{o.batch}'
+    procs = f'gpus{o.gpus}' if o.nodes == 1 else f'nodes{o.nodes}-gpus{o.gpus // o.nodes}'
+    desc = f'{o.preset}-{name}-{procs}-batch{o.batch}'
     return f'{desc}-{o.desc}' if o.desc else desc
