@@ -98,7 +98,7 @@ def test_tables_render_every_step_from_the_record():
     text = gpu_tables.render(_record())
     assert text.startswith('GPU check on NVIDIA H100 80GB HBM3, driver 580.159.04, torch 2.11.0, CUDA 13.0')
     assert 'upfirdn2d built (40.1 s)' in text and '7 passed, 1 failed, 0 errors, 2 skipped' in text
-    assert '4.0x' in text and '| imagenet-stem16 | 16² | 64 (16) | 12.5 |' in text
+    assert '4.0x' in text and '| imagenet-stem16 | san | 16² | 64 (16) | 12.5 |' in text  # loss: default san
     assert '**networks** (timeout): no figures' in text
 
 
