@@ -19,6 +19,7 @@ import pytest
 import safetensors.torch
 import torch
 from test_checkpoint import save_state  # tests/test_checkpoint.py: a tiny G, a small D stand-in
+from test_training import TINY_ARGS, TINY_OPTS  # tests/test_training.py: the quick start, tinier
 
 from san_ext import checkpoint as ckpt
 from san_ext.checkpoint import find_latest, load_training_state
@@ -26,11 +27,6 @@ from san_ext.training.loop import run
 from san_ext.training.options import TrainOptions, build_config
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_ARGS = ['--cond', '--batch', '4', '--cbase', '512', '--cmax', '32', '--syn_layers', '4', '--backbones',
-             'tf_efficientnet_lite0', '--no-pretrained', '--interp-size', '128', '--metrics', 'none', '--workers', '0',
-             '--device', 'cpu']
-TINY_OPTS = dict(cond=True, batch=4, cbase=512, cmax=32, syn_layers=4, backbones=('tf_efficientnet_lite0',),
-                 pretrained=False, interp_size=128, metrics=('none',), workers=0, device='cpu')
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import click
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from san_ext.bench.common import render_table, write_json
 
@@ -56,6 +57,27 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample std over seeds (std 0 for one value); a diverged seed's NaN propagates to the row."""
     v = np.asarray(values, dtype=np.float64)
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def _cell_task(run_cell: Callable[..., dict], cfg: Any, progress: Any) -> dict:
+    torch.set_num_threads(1)  # one core per worker: parallelism comes from the processes
+    return run_cell(cfg, on_step=progress.put)
+
+
+def run_cells(run_cell: Callable[..., dict], cells: Sequence[Any], workers: int, desc: str, unit: str = 'step',
+              progress: bool = True) -> list[dict]:
+    """``[run_cell(c, on_step=...) for c in cells]`` in this process, single-threaded, or in a spawn pool of
+    ``workers`` single-threaded processes; results in input order, a tqdm bar over the cells' ``steps``.
+    ``run_cell`` must be a module-level function (the pool pickles it by name)."""
+    bar = tqdm(total=sum(c.steps for c in cells), desc=desc, unit=unit, unit_scale=True, mininterval=1.0,
+               disable=not progress)
+    if workers <= 1 or len(cells) == 1:
+        with single_thread():
+            results = [run_cell(c, on_step=bar.update) for c in cells]
+    else:
+        results = pool_map(_cell_task, [(run_cell, c) for c in cells], workers, bar.update)
+    bar.close()
+    return results
 
 
 def pool_map(task: Callable[..., Any], arg_tuples: Sequence[tuple], workers: int, on_progress: Callable[[Any], Any]

@@ -60,13 +60,12 @@ from typing import Any, Optional
 import click
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 import san_ext
 from san_ext import losses as san_losses
 
 from . import digits_eval as ev
-from .common import CommaList, pool_map, single_thread
+from .common import CommaList, run_cells
 from .digits_models import build_D, build_G
 from .digits_report import LEGACY_SAN_SUFFIX, aggregate, current_spelling, format_table, write_outputs
 from .optimizers import DEFAULT_OPTIMIZER, get_optimizer, list_optimizers
@@ -305,22 +304,9 @@ def study_cells(study: StudyConfig) -> list[CellConfig]:
             for s in range(study.seeds)]
 
 
-def _cell_task(cfg: CellConfig, progress: Any) -> dict:
-    torch.set_num_threads(1)  # one core per worker: parallelism comes from the processes
-    return run_cell(cfg, on_step=progress.put)
-
-
 def run_study(cells: Sequence[CellConfig], workers: int = 2, progress: bool = True) -> list[dict]:
     """Run ``cells`` (a spawn pool of ``workers`` single-threaded processes when > 1); results in input order."""
-    bar = tqdm(total=sum(c.steps for c in cells), desc='digits', unit='step', unit_scale=True, mininterval=1.0,
-               disable=not progress)
-    if workers <= 1 or len(cells) == 1:
-        with single_thread():
-            results = [run_cell(c, on_step=bar.update) for c in cells]
-    else:
-        results = pool_map(_cell_task, [(c,) for c in cells], workers, bar.update)
-    bar.close()
-    return results
+    return run_cells(run_cell, cells, workers, 'digits', 'step', progress)
 
 
 # -- CLI -------------------------------------------------------------------------------------------------------

@@ -49,12 +49,11 @@ from typing import Any, Optional
 
 import click
 import torch
-from tqdm import tqdm
 
 import san_ext
 from san_ext import losses as san_losses
 
-from .common import CommaList, pool_map, single_thread
+from .common import CommaList, run_cells
 from .digits import OPTIMIZER_CHOICES, canonical_variant, parse_variant
 from .digits_models import build_D, build_G
 from .optimizers import get_optimizer
@@ -234,22 +233,9 @@ def study_cells(study: StudyConfig) -> list[CellConfig]:
             for o in study.optimizers for v in study.variants for s in range(study.seeds)]
 
 
-def _cell_task(cfg: CellConfig, progress: Any) -> dict:
-    torch.set_num_threads(1)  # one core per worker: parallelism comes from the processes
-    return run_cell(cfg, on_step=progress.put)
-
-
 def run_study(cells: Sequence[CellConfig], workers: int = 2, progress: bool = True) -> list[dict]:
     """Run ``cells`` (a spawn pool of ``workers`` single-threaded processes when > 1); results in input order."""
-    bar = tqdm(total=sum(c.steps for c in cells), desc='stacked', unit='it', unit_scale=True, mininterval=1.0,
-               disable=not progress)
-    if workers <= 1 or len(cells) == 1:
-        with single_thread():
-            results = [run_cell(c, on_step=bar.update) for c in cells]
-    else:
-        results = pool_map(_cell_task, [(c,) for c in cells], workers, bar.update)
-    bar.close()
-    return results
+    return run_cells(run_cell, cells, workers, 'stacked', 'it', progress)
 
 
 # -- CLI -------------------------------------------------------------------------------------------------------
