@@ -144,6 +144,11 @@ def test_pair_direction_weights():
     ns = losses.get('nonsaturating', san=True)  # unpaired: each side its own weights, shapes free
     rho_r, rho_f = ns.pair_direction_weights(_t(REAL[:3]), _t(FAKE))
     np.testing.assert_allclose(rho_f.numpy(), expit(-np.array(FAKE)), rtol=1e-12)
+    # KL-WGAN tells the sides apart: 1 on reals, its importance weights on fakes (a mutation test found this unchecked)
+    kl = losses.get('klwgan', san=True)
+    rho_r, rho_f = kl.pair_direction_weights(_t(REAL), _t(FAKE))
+    np.testing.assert_array_equal(rho_r.numpy(), np.ones(len(REAL)))
+    np.testing.assert_allclose(rho_f.numpy(), kl.weights(_t(FAKE)).numpy(), rtol=1e-12)
 
 
 def test_specs_and_penalty_reexports():
