@@ -70,8 +70,8 @@ from .digits_models import build_D, build_G
 from .digits_report import LEGACY_SAN_SUFFIX, aggregate, current_spelling, format_table, write_outputs
 from .optimizers import DEFAULT_OPTIMIZER, get_optimizer, list_optimizers
 
-__all__ = ['CellConfig', 'StudyConfig', 'canonical_variant', 'parse_variant', 'run_cell', 'run_study', 'study_cells',
-           'train_cell', 'main']
+__all__ = ['CellConfig', 'StudyConfig', 'canonical_variant', 'd_step', 'parse_variant', 'run_cell', 'run_study',
+           'study_cells', 'train_cell', 'main']
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def _fresh_reals(cfg: CellConfig, ref: ev.Reference):
         yield ref.images[idx], F.one_hot(ref.labels[idx], 10).float() if cfg.conditional else None
 
 
-def _d_step(G, D, opt_D, loss: san_losses.GANLoss, x_real, c_real, z, c_fake) -> float:
+def d_step(G, D, opt_D, loss: san_losses.GANLoss, x_real, c_real, z, c_fake) -> float:
     """One D update on real and (detached) fake samples in one forward pass; re-projects SAN directions after."""
     b = len(x_real)
     with torch.no_grad():
@@ -239,7 +239,7 @@ def train_cell(cfg: CellConfig, on_step: Optional[Callable[[int], None]] = None)
     d_loss, g_loss, step = float('nan'), float('nan'), 0
     for step in range(1, cfg.steps + 1):
         x_real, c_real, z, c_fake = next(stream)
-        d_loss = _d_step(G, D, opt_D, loss, x_real, c_real, z, c_fake)
+        d_loss = d_step(G, D, opt_D, loss, x_real, c_real, z, c_fake)
         g_loss = _g_step(G, D, opt_G, loss, z, c_fake, *(next(fresh) if loss.paired else (None, None)))
         if on_step is not None and step % 100 == 0:
             on_step(100)

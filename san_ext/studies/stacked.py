@@ -50,11 +50,11 @@ from typing import Any, Optional
 import click
 import torch
 
-import san_ext
 from san_ext import losses as san_losses
 
 from .common import CommaList, run_cells
 from .digits import OPTIMIZER_CHOICES, canonical_variant, parse_variant
+from .digits import d_step as digits_d_step
 from .digits_models import build_D, build_G
 from .optimizers import get_optimizer
 from .stacked_eval import eval_latents, evaluate_modes, real_floor, training_images
@@ -125,21 +125,8 @@ def _real_batches(images: torch.Tensor, batch: int, gen: torch.Generator) -> Ite
 
 def _d_step(G, D, opt_D, loss: san_losses.GANLoss, x_real: torch.Tensor, z: torch.Tensor) -> float:
     """One D update on a real batch and a (detached) fake batch of the same size, paired by index, in one forward
-    pass; SAN directions are re-projected after the step."""
-    b = len(x_real)
-    with torch.no_grad():
-        x_fake = G(z)
-    out = D(torch.cat([x_real, x_fake]), flg_train=True) if loss.san else D(torch.cat([x_real, x_fake]))
-    if loss.san:
-        real, fake = (out[0][:b], out[1][:b]), (out[0][b:], out[1][b:])
-    else:
-        real, fake = out[:b], out[b:]
-    d_loss = loss.d_loss(real, fake)
-    opt_D.zero_grad(set_to_none=True)
-    d_loss.backward()
-    opt_D.step()
-    san_ext.normalize_san_weights(D)
-    return float(d_loss.detach())
+    pass; SAN directions are re-projected after the step: the digits study's step without labels."""
+    return digits_d_step(G, D, opt_D, loss, x_real, None, z, None)
 
 
 def _g_step(G, D, opt_G, loss: san_losses.GANLoss, z: torch.Tensor, x_real: torch.Tensor) -> float:
