@@ -4,6 +4,7 @@ written, the budget shared out, the tables rendered from the record and written 
 from __future__ import annotations
 
 import json
+import signal
 import sys
 
 import pytest
@@ -22,8 +23,12 @@ def _writes(path, data) -> str:
 
 
 def test_dry_run_prints_every_step_with_its_cap():
+    before = signal.getsignal(signal.SIGTERM)
     res = CliRunner().invoke(gpu_check.main, ['--out', 'unused', '--dry-run', '--budget-s', '100', '--device', 'cpu'])
     assert res.exit_code == 0, res.output
+    # its SIGTERM handler is restored: left installed, it made forked pool workers of later tests (the dataset
+    # converter) exit holding a queue lock, and the suite hung
+    assert signal.getsignal(signal.SIGTERM) is before
     lines = res.output.splitlines()
     assert 'budget 100 s' in lines[0] and 'TORCH_CUDA_ARCH_LIST=' in lines[0]
     caps = {line.split()[0]: float(line.split()[2]) for line in lines[1:]}

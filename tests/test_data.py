@@ -447,3 +447,24 @@ def test_batch_sampler_splits_global_batches_over_ranks_and_resumes_by_position(
     assert next(later) == next(single)
     epoch = [InfiniteBatchSampler(10, 4, 0, 1, seed=3).index(i) for i in range(10)]
     assert sorted(epoch) == list(range(10))
+
+
+def _sigterm_is_default(_) -> bool:
+    import signal
+    return signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_converter_pool_workers_take_sigterms_default_action():
+    """A SIGTERM handler in the parent (bench.gpu_check installed one) must not reach the pool's forked workers: one
+    that exits on it with the queue's lock held leaves the pool waiting for its siblings forever (a suite hang)."""
+    import signal
+    import sys
+
+    from san_ext.data.converters import _mapper
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        with _mapper(2) as imap:
+            assert all(imap(_sigterm_is_default, range(4)))
+    finally:
+        signal.signal(signal.SIGTERM, previous)

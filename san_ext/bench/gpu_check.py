@@ -236,7 +236,17 @@ def main(out: Path, budget_s: float, device: str, arch: Optional[str], only: str
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if device == 'cuda' and not torch.cuda.is_available():
         raise click.ClickException('--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu')
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a lease's end: the step's finally stops its children
+    # A lease's end sends SIGTERM: exit so the step's finally stops its children. Restored on return, so a caller's
+    # process (and the processes it forks later) keeps its own handler.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        _check(out, budget_s, device, arch, only, upstream, dry_run)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _check(out: Path, budget_s: float, device: str, arch: Optional[str], only: str, upstream: Optional[str],
+           dry_run: bool) -> None:
     names = [s.strip() for s in only.split(',') if s.strip()]
     unknown = sorted(set(names) - set(SHARES))
     if unknown:

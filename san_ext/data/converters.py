@@ -11,6 +11,7 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,5 +240,11 @@ def _mapper(workers: int) -> Iterator[Callable]:
     if workers <= 1:
         yield map
         return
-    with multiprocessing.Pool(workers) as pool:
+    with multiprocessing.Pool(workers, initializer=_default_signals) as pool:
         yield lambda fn, items: pool.imap(fn, items, chunksize=16)
+
+
+def _default_signals() -> None:
+    """Pool workers take SIGTERM's default action: a handler inherited from the parent (forked) could make a worker
+    exit with the queue's lock held when the pool terminates it, and the pool then waits for its siblings forever."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
