@@ -7,8 +7,11 @@ module imports its helpers from one place.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
+import os
 import queue
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
@@ -78,6 +81,22 @@ def run_cells(run_cell: Callable[..., dict], cells: Sequence[Any], workers: int,
         results = pool_map(_cell_task, [(run_cell, c) for c in cells], workers, bar.update)
     bar.close()
     return results
+
+
+def run_timed(run_study: Callable[..., list[dict]], cells: Sequence[Any], workers: int, unit: str,
+              log: logging.Logger) -> tuple[list[dict], dict]:
+    """``run_study(cells, workers=workers)`` and its timing as results.json records it: wall seconds, the cells' CPU
+    seconds (their ``train_cpu_s + eval_cpu_s``), the load average before and after and the core count. Logs the
+    start on ``log`` (the study's logger)."""
+    load = os.getloadavg()
+    log.info('%d cells, %d %s each, %d worker(s); load average %.2f (%d cores)', len(cells),
+             cells[0].steps if cells else 0, unit, workers, load[0], os.cpu_count() or 0)
+    start = time.perf_counter()
+    results = run_study(cells, workers=workers)
+    wall = time.perf_counter() - start
+    timing = dict(wall_s=wall, cells_cpu_s=sum(r['train_cpu_s'] + r['eval_cpu_s'] for r in results),
+                  load_before=load, load_after=os.getloadavg(), cpu_count=os.cpu_count())
+    return results, timing
 
 
 def pool_map(task: Callable[..., Any], arg_tuples: Sequence[tuple], workers: int, on_progress: Callable[[Any], Any]

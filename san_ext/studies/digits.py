@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -65,7 +64,7 @@ import san_ext
 from san_ext import losses as san_losses
 
 from . import digits_eval as ev
-from .common import CommaList, run_cells
+from .common import CommaList, run_cells, run_timed
 from .digits_models import build_D, build_G
 from .digits_report import LEGACY_SAN_SUFFIX, aggregate, current_spelling, format_table, write_outputs
 from .optimizers import DEFAULT_OPTIMIZER, get_optimizer, list_optimizers
@@ -372,22 +371,15 @@ def main(variants, optimizers, seeds, steps, conditional, dot_steps, dot_lr, qui
                         steps=steps or preset.get('steps', default.steps), dot_steps=dot_steps, dot_lr=dot_lr,
                         workers=workers)
     cells = study_cells(study)
-    load = os.getloadavg()
-    log.info('%d cells, %d steps each, %d worker(s); load average %.2f (%d cores)', len(cells), study.steps,
-             study.workers, load[0], os.cpu_count() or 0)
-    start = time.perf_counter()
-    results = run_study(cells, workers=study.workers)
-    wall = time.perf_counter() - start
-    cpu_s = sum(r['train_cpu_s'] + r['eval_cpu_s'] for r in results)
-    timing = dict(wall_s=wall, cells_cpu_s=cpu_s, load_before=load, load_after=os.getloadavg(),
-                  cpu_count=os.cpu_count())
+    results, timing = run_timed(run_study, cells, study.workers, 'steps', log)
     rows = aggregate(results)
     shared = {k: v for k, v in dataclasses.asdict(CellConfig()).items()
               if k not in ('variant', 'conditional', 'seed', 'steps', 'dot_steps', 'dot_lr', 'optimizer')}
     write_outputs(study, shared, results, rows, ev.real_floor(ev.reference()), timing, outdir)
     click.echo(format_table(rows, floor=ev.real_floor(ev.reference())))
     log.info('study took %.1f s wall, its cells %.1f s of CPU (load average %.2f -> %.2f); wrote '
-             '%s/{results.json,table.md,*.png}', wall, cpu_s, load[0], timing['load_after'][0], outdir)
+             '%s/{results.json,table.md,*.png}', timing['wall_s'], timing['cells_cpu_s'], timing['load_before'][0],
+             timing['load_after'][0], outdir)
 
 
 if __name__ == '__main__':

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ import torch
 
 from san_ext import losses as san_losses
 
-from .common import CommaList, run_cells
+from .common import CommaList, run_cells, run_timed
 from .digits import OPTIMIZER_CHOICES, canonical_variant, parse_variant
 from .digits import d_step as digits_d_step
 from .digits_models import build_D, build_G
@@ -271,22 +270,15 @@ def main(variants, optimizers, seeds, steps, n_gen, quick, workers, outdir) -> N
         cells = study_cells(study)
     except ValueError as err:
         raise click.ClickException(str(err)) from err
-    load = os.getloadavg()
-    log.info('%d cells, %d iterations each, %d worker(s); load average %.2f (%d cores)', len(cells), study.steps,
-             study.workers, load[0], os.cpu_count() or 0)
-    start = time.perf_counter()
-    results = run_study(cells, workers=study.workers)
-    wall = time.perf_counter() - start
-    cpu_s = sum(r['train_cpu_s'] + r['eval_cpu_s'] for r in results)
-    timing = dict(wall_s=wall, cells_cpu_s=cpu_s, load_before=load, load_after=os.getloadavg(),
-                  cpu_count=os.cpu_count())
+    results, timing = run_timed(run_study, cells, study.workers, 'iterations', log)
     rows = aggregate(results)
     floor = real_floor(study.n_gen)
     write_outputs(dataclasses.asdict(study), results, rows, floor, timing, outdir)
     click.echo(format_table(rows, floor=floor))
     click.echo(format_deltas(san_deltas(results)))
     log.info('study took %.1f s wall, its cells %.1f s of CPU (load average %.2f -> %.2f); wrote '
-             '%s/{results.json,table.md,*.png}', wall, cpu_s, load[0], timing['load_after'][0], outdir)
+             '%s/{results.json,table.md,*.png}', timing['wall_s'], timing['cells_cpu_s'], timing['load_before'][0],
+             timing['load_after'][0], outdir)
 
 
 if __name__ == '__main__':
