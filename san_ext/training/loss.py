@@ -190,8 +190,10 @@ class ProjectedGANLoss:
         return per_backbone(outs, fn)
 
     @staticmethod
-    def _scores(outs: list) -> torch.Tensor:
-        return torch.cat([(o[0] if isinstance(o, tuple) else o).detach() for o in outs], dim=1)  # [B, N]
+    def _score_stats(outs: list, side: str) -> dict[str, torch.Tensor]:
+        """``Loss/scores/<side>`` (every logit, [B, N], detached) and ``Loss/signs/<side>`` of D's outputs."""
+        scores = torch.cat([(o[0] if isinstance(o, tuple) else o).detach() for o in outs], dim=1)  # [B, N]
+        return {f'Loss/scores/{side}': scores, f'Loss/signs/{side}': scores.sign()}
 
     # -- phases -----------------------------------------------------------------------------------------------------
     def g_main(self, z: torch.Tensor, c: Optional[torch.Tensor], cur_nimg: int,
@@ -210,8 +212,7 @@ class ProjectedGANLoss:
         else:
             adv = self._per_pair(self.gan.g, outs)
         loss = self.reduce(adv)
-        scores = self._scores(outs)
-        stats = {'Loss/scores/fake': scores, 'Loss/signs/fake': scores.sign(), 'Loss/G/adv': adv.sum(1)}
+        stats = {**self._score_stats(outs, 'fake'), 'Loss/G/adv': adv.sum(1)}
         if self.cfg.cls_weight > 0:
             ce = F.cross_entropy(self.classifier(img), c.argmax(dim=1), reduction='none')  # [B]
             loss = loss + self.cfg.cls_weight * ce.mean()
@@ -228,8 +229,7 @@ class ProjectedGANLoss:
         img.requires_grad_(r2_gamma > 0)
         outs = self.run_D(img, c, cur_nimg, flg_train=self.cfg.san, generator=generator)
         per_pair = self._per_pair(self.gan.d_fake, outs)
-        scores = self._scores(outs)
-        stats = {'Loss/scores/fake': scores, 'Loss/signs/fake': scores.sign(), 'Loss/D/fake': per_pair.detach().sum(1)}
+        stats = {**self._score_stats(outs, 'fake'), 'Loss/D/fake': per_pair.detach().sum(1)}
         return self._with_penalty(self.reduce(per_pair), stats, (outs, img, r2_gamma, 'Loss/D/r2'))
 
     def d_real(self, img: torch.Tensor, c: Optional[torch.Tensor], cur_nimg: int,
@@ -238,8 +238,7 @@ class ProjectedGANLoss:
         img = img.detach().requires_grad_(r1_gamma > 0)
         outs = self.run_D(img, c, cur_nimg, flg_train=self.cfg.san, generator=generator)
         per_pair = self._per_pair(self.gan.d_real, outs)
-        scores = self._scores(outs)
-        stats = {'Loss/scores/real': scores, 'Loss/signs/real': scores.sign(), 'Loss/D/real': per_pair.detach().sum(1)}
+        stats = {**self._score_stats(outs, 'real'), 'Loss/D/real': per_pair.detach().sum(1)}
         return self._with_penalty(self.reduce(per_pair), stats, (outs, img, r1_gamma, 'Loss/D/r1'))
 
     def d_pair(self, z: torch.Tensor, c: Optional[torch.Tensor], real_img: torch.Tensor,
@@ -256,9 +255,8 @@ class ProjectedGANLoss:
         outs_f = self.run_D(fake, c, cur_nimg, flg_train=self.cfg.san, generator=generator)
         outs_r = self.run_D(real, real_c, cur_nimg, flg_train=self.cfg.san, generator=generator)
         per_pair = per_backbone([self.gan.d_pair(r, f) for r, f in zip(outs_r, outs_f)])
-        s_f, s_r = self._scores(outs_f), self._scores(outs_r)
-        stats = {'Loss/scores/fake': s_f, 'Loss/signs/fake': s_f.sign(), 'Loss/scores/real': s_r,
-                 'Loss/signs/real': s_r.sign(), 'Loss/D/pair': per_pair.detach().sum(1)}
+        stats = {**self._score_stats(outs_f, 'fake'), **self._score_stats(outs_r, 'real'),
+                 'Loss/D/pair': per_pair.detach().sum(1)}
         out = self._with_penalty(self.reduce(per_pair), stats, (outs_r, real, gammas[0], 'Loss/D/r1'))
         return self._with_penalty(out.loss, out.stats, (outs_f, fake, gammas[1], 'Loss/D/r2'))
 
