@@ -151,7 +151,7 @@ def test_oracle_flags_escaping_errors_and_polluted_functions(fuzzer, monkeypatch
     assert fuzzer.check(b'N.') == ('escaped', 'OverflowError: x')
     monkeypatch.undo()
     reader._device.planted = 1
-    assert fuzzer.check(b'N.')[0] == 'polluted' and not reader._device.__dict__
+    assert fuzzer.check(b'N.')[0] == 'polluted' and 'planted' not in vars(reader._device)
 
 
 def test_inert_check_tells_records_and_data_from_live_objects():

@@ -273,7 +273,8 @@ def test_setting_state_on_anything_but_a_record_is_refused(tmp_path, what, state
     with pytest.raises(RefusedError, match=r'sets the state \(BUILD\) of a'):
         read_pickle(write(tmp_path, data))
     from san_ext.legacy import unpickler
-    assert unpickler._rebuild_tensor.__dict__ == {} and unpickler._Unpickler._getattr.__dict__ == {}
+    # the payload's key, not an empty __dict__: a wrapper (functools.wraps, mutmut's trampoline) adds __wrapped__
+    assert 'weight' not in vars(unpickler._rebuild_tensor) and 'weight' not in vars(unpickler._Unpickler._getattr)
 
 
 def op_dict_1(key: bytes, value: bytes) -> bytes:

@@ -205,6 +205,8 @@ class Fuzzer:
         self.seeds = [(s, op_spans(s)) for s in seeds]
         self._programs = 0
         self.watched = _reader_callables()
+        # attributes the reader's functions carry before any read (a wrapper's __wrapped__, mutmut's trampoline)
+        self.baseline = {f: set(getattr(f, '__dict__', {})) for f in self.watched}
 
     def inputs(self, n: int, mutated_share: float = 0.5) -> Iterator[tuple[str, bytes]]:
         """``n`` (source, bytes) pairs: mutated seeds with probability ``mutated_share``, else random programs."""
@@ -237,9 +239,10 @@ class Fuzzer:
             return 'sentinel', 'the sentinel file appeared'
         if outcome == 'loaded' and (why := inert_violation(result, len(data))):
             return 'not_inert', why
-        if polluted := [f.__qualname__ for f in self.watched if getattr(f, '__dict__', None)]:
+        if polluted := [f.__qualname__ for f in self.watched if set(getattr(f, '__dict__', {})) - self.baseline[f]]:
             for f in self.watched:
-                f.__dict__.clear()
+                for key in set(getattr(f, '__dict__', {})) - self.baseline[f]:
+                    delattr(f, key)
             return 'polluted', f'attributes set on {polluted[:3]}'
         return outcome, detail
 

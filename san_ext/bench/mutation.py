@@ -1,0 +1,180 @@
+"""``python -m san_ext.bench.mutation``: how many planted bugs the suite catches, per module (mutmut 3).
+
+Mutation testing plants one small bug at a time (a flipped operator, a changed constant, a dropped argument, a
+string altered) in a copy of the code and runs the tests that reach it; a mutant the tests pass is a bug the suite
+would let through. We use mutmut 3 rather than cosmic-ray: it is configured in ``pyproject.toml`` alone
+(``[tool.mutmut]``: the modules and their targeted tests), needs no session database or worker setup, runs each
+mutant only against the tests that cover the mutated function (a trampoline picks the mutant at run time, so the
+copy is written once), and is maintained and on PyPI for current Python.
+
+This command runs ``mutmut run`` in the checkout (``--no-run`` only tallies an earlier run), then reads mutmut's
+per-file results (``mutants/**/*.py.meta``) and prints, per module, the mutants killed, surviving, with no test
+reaching them, timed out, and those triaged as *equivalent* (:data:`EQUIVALENT`, each with the reason it cannot
+change behaviour); the score is killed / (all - equivalent). ``mutmut results`` lists the survivors and
+``mutmut show NAME`` shows one. It is a benchmark, not part of CI (a full run takes minutes).
+
+\b
+Examples:
+  pip install mutmut
+  python -m san_ext.bench.mutation
+  python -m san_ext.bench.mutation --no-run --out runs/mutation.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from .common import render_table, write_json
+
+__all__ = ['EQUIVALENT', 'MODULES', 'NEEDS_GPU', 'format_table', 'module_of', 'status_of', 'tally']
+
+# The modules the suite is held to (issue 23); pyproject.toml's [tool.mutmut] source_paths lists the same.
+MODULES = ('san_ext/layers.py', 'san_ext/losses.py', 'san_ext/convert.py', 'san_ext/legacy/',
+           'san_ext/data/storage.py', 'san_ext/metrics/stats.py')
+
+# mutmut's exit codes (mutmut.stats.status_by_exit_code), folded into the columns of our table.
+_STATUS = {1: 'killed', 3: 'killed', 0: 'survived', 5: 'no tests', 33: 'no tests', 34: 'skipped', 36: 'timeout',
+           24: 'timeout', -24: 'timeout', 152: 'timeout', 255: 'timeout', 37: 'killed', None: 'not checked'}
+COLUMNS = ('killed', 'survived', 'needs GPU', 'no tests', 'timeout', 'skipped', 'not checked', 'other')
+
+# mutmut forks each mutant's run from a parent that has run the tests once: with torch's OpenMP pool started there,
+# a forked child spins in it until the CPU limit kills it (measured: 53 timeouts in the first 448 mutants with
+# torch's default threads, none with one).
+_ONE_THREAD = dict(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+
+# Survivors read and shown not to change behaviour, by mutmut name, with the reason.  A name goes stale when its
+# function is edited (mutmut numbers mutants within a function); stale names are reported, never counted.
+_FALSE_OR_NONE = '`real` is only read for its truth value (KLWGANLoss._dir_weight), so None acts as False'
+_CAST = 'copy_ into the float64 buffer casts anyway, to the same float64 values'
+EQUIVALENT: dict[str, str] = {
+    'san_ext.losses.xǁGANLossǁd_fake__mutmut_18': _FALSE_OR_NONE,
+    'san_ext.losses.xǁGANLossǁpair_direction_weights__mutmut_8': _FALSE_OR_NONE,
+    'san_ext.losses.xǁKLWGANLossǁweights__mutmut_11': 'logsumexp over dim 0 without keepdim broadcasts against v '
+                                                       'exactly as the kept [1, ...] shape does',
+    'san_ext.losses.xǁKLWGANLossǁweights__mutmut_13': 'keepdim=False: same broadcast as above',
+    'san_ext.losses.x_register__mutmut_8': 'the separator of a join over SAN_ALIASES, which has one entry',
+    'san_ext.metrics.stats.xǁStreamingStatsǁstate_dict__mutmut_5': "np.array(int)'s default dtype is int64 on 64-bit "
+                                                                   'Linux and macOS and under numpy 2',
+    'san_ext.metrics.stats.xǁStreamingStatsǁstate_dict__mutmut_7': 'dtype dropped: the same default int64',
+    'san_ext.metrics.stats.xǁStreamingStatsǁfrom_state_dict__mutmut_5': _CAST,
+    'san_ext.metrics.stats.xǁStreamingStatsǁfrom_state_dict__mutmut_7': _CAST,
+    'san_ext.metrics.stats.xǁStreamingStatsǁfrom_state_dict__mutmut_25': _CAST,
+    'san_ext.metrics.stats.xǁStreamingStatsǁfrom_state_dict__mutmut_27': _CAST,
+}
+
+# Survivors that only a CUDA device can tell apart (a dropped device= is the CPU default): each has a `-m cuda`
+# test, skipped without a GPU; they stay survivors in the score until a GPU run kills them.
+NEEDS_GPU: dict[str, str] = {
+    **{f'san_ext.losses.xǁGANLossǁdirection_weights__mutmut_{i}': 'test_direction_weights_stay_on_the_logits_device'
+       for i in (19, 22)},
+    **{f'san_ext.metrics.stats.xǁStreamingStatsǁ{fn}__mutmut_{i}': 'test_shards_and_loads_land_on_the_requested_device'
+       for fn, i in (('merge', 7), ('merge', 10), ('from_state_dict', 12), ('from_state_dict', 14), ('load', 5),
+                     ('load', 7))},
+}
+
+
+def repo_root() -> Path:
+    """The checkout this package was installed from (``pip install -e .``); mutmut needs its pyproject.toml."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / 'pyproject.toml').is_file() or not (root / 'tests').is_dir():
+        raise click.ClickException(f'{root} is not a san-ext checkout with pyproject.toml and tests/: mutation '
+                                   'testing runs on a clone installed with `pip install -e ".[test]"`.')
+    return root
+
+
+def status_of(exit_code: Optional[int]) -> str:
+    """mutmut's exit code for one mutant as a column of the table (a kill by type check counts as killed)."""
+    return _STATUS.get(exit_code, 'other')
+
+
+def module_of(mutant: str) -> str:
+    """The MODULES entry a mutant name (``san_ext.losses.x_fn__mutmut_3``) belongs to, or its dotted module."""
+    dotted = mutant.split('.x')[0]
+    path = dotted.replace('.', '/')
+    for module in MODULES:
+        if module.endswith('/') and (path + '/').startswith(module) or path + '.py' == module:
+            return module
+    return dotted
+
+
+def tally(root: Path) -> tuple[dict[str, Counter], list[str], list[str]]:
+    """Counts per module and status from ``root/mutants``; also the survivors and the stale EQUIVALENT names."""
+    metas = sorted((root / 'mutants').rglob('*.py.meta'))
+    if not metas:
+        raise click.ClickException(f'no mutmut results under {root / "mutants"}: run without --no-run first.')
+    counts: dict[str, Counter] = {}
+    survivors, seen = [], set()
+    for meta in metas:
+        for name, code in json.loads(meta.read_text())['exit_code_by_key'].items():
+            status = status_of(code)
+            seen.add(name)
+            if status == 'survived' and name in EQUIVALENT:
+                status = 'equivalent'
+            elif status == 'survived' and name in NEEDS_GPU:
+                status = 'needs GPU'
+            elif status == 'survived':
+                survivors.append(name)
+            counts.setdefault(module_of(name), Counter())[status] += 1
+    return counts, sorted(survivors), sorted((set(EQUIVALENT) | set(NEEDS_GPU)) - seen)
+
+
+def score(counter: Counter) -> float:
+    """Killed share of the mutants that can change behaviour (all but the triaged equivalents)."""
+    live = sum(counter.values()) - counter['equivalent']
+    return counter['killed'] / live if live else float('nan')
+
+
+def format_table(counts: dict[str, Counter], markdown: bool = False) -> str:
+    """One row per module and a total: mutants, each status, equivalents and the score."""
+    total = sum(counts.values(), Counter())
+    rows = [[name, str(sum(c.values())), *(str(c[k]) for k in COLUMNS if any(t[k] for t in counts.values())),
+             str(c['equivalent']), f'{100 * score(c):.1f}%'] for name, c in [*sorted(counts.items()), ('total', total)]]
+    shown = [k for k in COLUMNS if any(t[k] for t in counts.values())]
+    return render_table(['module', 'mutants', *shown, 'equivalent', 'score'], rows, 1, markdown)
+
+
+@click.command(context_settings=dict(help_option_names=['-h', '--help']))
+@click.option('--run/--no-run', 'run_mutmut', default=True, show_default=True,
+              help='Run `mutmut run` first; --no-run only tallies the results already in ./mutants.')
+@click.option('--max-children', type=click.IntRange(min=1), default=None,
+              help='Mutants tested in parallel.  [default: CPU count]')
+@click.option('--out', type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help='Also write the counts, survivors and machine as JSON here.')
+@click.option('--markdown', is_flag=True, help='Print the table as Markdown (for the README).')
+def main(run_mutmut: bool, max_children: Optional[int], out: Optional[Path], markdown: bool) -> None:
+    """Mutation score per module of san_ext's core (mutmut 3, configured in pyproject.toml)."""
+    root = repo_root()
+    wall = None
+    if run_mutmut:
+        cmd = [sys.executable, '-m', 'mutmut', 'run'] + (['--max-children', str(max_children)] if max_children else [])
+        start = time.perf_counter()
+        try:
+            subprocess.run(cmd, cwd=root, check=True, env={**os.environ, **_ONE_THREAD})
+        except FileNotFoundError as err:
+            raise click.ClickException(f'{err}: install mutmut first (pip install mutmut).') from err
+        except subprocess.CalledProcessError as err:
+            raise click.ClickException(f'`{" ".join(cmd)}` failed with exit status {err.returncode}: is mutmut '
+                                       'installed (pip install mutmut) and does the suite pass?') from err
+        wall = time.perf_counter() - start
+    counts, survivors, stale = tally(root)
+    click.echo(format_table(counts, markdown))
+    if stale:
+        click.echo(f'stale EQUIVALENT names (their functions changed; triage again): {", ".join(stale)}', err=True)
+    click.echo(f'{len(survivors)} survivors: `mutmut results` lists them, `mutmut show NAME` shows one.')
+    if out:
+        write_json(out, dict(counts={k: dict(v) for k, v in counts.items()}, survivors=survivors, stale=stale,
+                             wall_s=wall, machine=platform.processor() or platform.machine(), cpus=os.cpu_count()))
+
+
+if __name__ == '__main__':
+    main()
