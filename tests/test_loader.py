@@ -60,3 +60,18 @@ def test_broken_source_warns_with_the_compiler_error(fresh_cache, monkeypatch, t
     monkeypatch.setenv('SAN_EXT_BUILD_DIR', str(tmp_path / 'build'))
     with pytest.warns(RuntimeWarning, match='JIT build failed.*error'):
         assert loader.load_op('broken') is False
+
+
+def test_cuda_sources_without_a_gpu_or_arch_list_say_to_set_the_list(fresh_cache, monkeypatch, tmp_path):
+    """torch's own failure here is a bare IndexError ('list index out of range') from its architecture probe."""
+    (tmp_path / 'k.cu').write_text('')
+    monkeypatch.setattr(loader, 'CSRC_DIR', tmp_path)
+    monkeypatch.setattr(loader, 'OP_SOURCES', {'k': ('k.cu',)})
+    monkeypatch.setattr(cpp_extension, 'CUDA_HOME', str(tmp_path))
+    (tmp_path / 'bin').mkdir()
+    (tmp_path / 'bin' / 'nvcc').write_text('')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.delenv('TORCH_CUDA_ARCH_LIST', raising=False)
+    monkeypatch.setattr(loader, '_try_prebuilt', lambda name: loader.OpBuild(name, reason='no prebuilt library'))
+    with pytest.warns(RuntimeWarning, match='no GPU to read the CUDA architecture from; set TORCH_CUDA_ARCH_LIST'):
+        assert loader.load_op('k') is False

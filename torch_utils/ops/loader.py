@@ -97,6 +97,10 @@ def _try_jit(name: str, verbose: bool) -> OpBuild:
     if cpp_extension.CUDA_HOME is None or not Path(cpp_extension.CUDA_HOME, 'bin', 'nvcc').exists():
         return OpBuild(name, reason=f'no CUDA toolkit (CUDA_HOME={cpp_extension.CUDA_HOME}); set CUDA_HOME to the '
                                     'folder that holds bin/nvcc')
+    if any(p.suffix == '.cu' for p in paths) and not os.environ.get('TORCH_CUDA_ARCH_LIST') \
+            and not torch.cuda.is_available():  # torch reads the architectures off the GPUs: IndexError without one
+        return OpBuild(name, reason='no GPU to read the CUDA architecture from; set TORCH_CUDA_ARCH_LIST (e.g. '
+                                    '"8.0;9.0") to build for a GPU this machine does not have')
     key = _build_key(paths)
     ext_name = f'san_ext_{name}_{key}'
     root = Path(os.environ.get('SAN_EXT_BUILD_DIR') or os.environ.get('TORCH_EXTENSIONS_DIR')
