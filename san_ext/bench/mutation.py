@@ -82,6 +82,8 @@ EQUIVALENT: dict[str, str] = {
     **{f'san_ext.convert.xǁSANDiscriminatorǁ_dir_by_second_pass__mutmut_{i}': "the route is only compared with None "
                                                                               "and 'fun': any other string is dir"
        for i in (17, 18)},
+    'san_ext.data.storage.xǁStorageǁ__getstate____mutmut_4': '_zip_pid is only read when _zip is set, and the '
+                                                            'copy has _zip=None, so it reopens either way',
 }
 
 # Survivors that only a CUDA device can tell apart (a dropped device= is the CPU default): each has a `-m cuda`
