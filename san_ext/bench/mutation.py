@@ -84,6 +84,11 @@ EQUIVALENT: dict[str, str] = {
        for i in (17, 18)},
     'san_ext.data.storage.xǁStorageǁ__getstate____mutmut_4': '_zip_pid is only read when _zip is set, and the '
                                                             'copy has _zip=None, so it reopens either way',
+    'san_ext.layers.x__normalize_rows__mutmut_10': 'Tensor.norm(p=None) is the 2-norm: bit-identical on 2-D and 4-D',
+    'san_ext.layers.xǁSANLinearǁ__init____mutmut_6': 'nn.Linear only tests `if bias:`, so None acts as False',
+    'san_ext.layers.xǁSANConv2dǁ__init____mutmut_16': 'nn.Conv2d only tests `if bias:`, so None acts as False',
+    'san_ext.layers.xǁSANConv2dǁ__init____mutmut_27': "groups=1 dropped: nn.Conv2d's default is groups=1",
+    'san_ext.layers.xǁSANEmbeddingǁforward__mutmut_9': "eps dropped: F.normalize's default 1e-12 equals _EPS",
 }
 
 # Survivors that only a CUDA device can tell apart (a dropped device= is the CPU default): each has a `-m cuda`
