@@ -18,6 +18,7 @@ Examples:
   pip install mutmut
   python -m san_ext.bench.mutation
   python -m san_ext.bench.mutation --no-run --out runs/mutation.json
+  python -m san_ext.bench.mutation 'san_ext.layers.*'   # re-test one module's mutants after adding tests
 """
 
 from __future__ import annotations
@@ -170,12 +171,19 @@ def format_table(counts: dict[str, Counter], markdown: bool = False) -> str:
 @click.option('--out', type=click.Path(dir_okay=False, path_type=Path), default=None,
               help='Also write the counts, survivors and machine as JSON here.')
 @click.option('--markdown', is_flag=True, help='Print the table as Markdown (for the README).')
-def main(run_mutmut: bool, max_children: Optional[int], out: Optional[Path], markdown: bool) -> None:
-    """Mutation score per module of san_ext's core (mutmut 3, configured in pyproject.toml)."""
+@click.argument('patterns', nargs=-1)
+def main(run_mutmut: bool, max_children: Optional[int], out: Optional[Path], markdown: bool,
+         patterns: tuple[str, ...]) -> None:
+    """Mutation score per module of san_ext's core (mutmut 3, configured in pyproject.toml).
+
+    PATTERNS (optional) restrict the run to mutants whose names match (fnmatch, e.g. 'san_ext.layers.*'); the
+    table still counts every result in ./mutants.
+    """
     root = repo_root()
     wall = None
     if run_mutmut:
-        cmd = [sys.executable, '-m', 'mutmut', 'run'] + (['--max-children', str(max_children)] if max_children else [])
+        cmd = [sys.executable, '-m', 'mutmut', 'run', *(['--max-children', str(max_children)] if max_children else []),
+               *patterns]
         start = time.perf_counter()
         try:
             subprocess.run(cmd, cwd=root, check=True, env={**os.environ, **_ONE_THREAD, **_ARCH})
