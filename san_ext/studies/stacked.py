@@ -24,10 +24,10 @@ Setup, fixed before any comparison and identical for every variant (the reasons)
 - Seeds: 5 per variant; seed s fixes G and D's initial weights (shared by all variants of a seed), the data order
   and the evaluation latents. Each cell runs in one thread, so a cell is deterministic on one machine.
 
-Cost (2-core development CPU, shared with other jobs): 21 ms of CPU per iteration on one core and 3.5 CPU-s per
-26,000-sample evaluation, so ~116 CPU-s per cell and ~7,000 CPU-s for the 60 default cells: about 58 min wall on 2
-otherwise idle cores (estimated from two full-length cells, which took 634 s wall for 233 CPU-s at load average
-2.6 -> 7.2). ``--quick`` (1 seed, 150 iterations, 2,000 samples; the CI smoke run) took 60 s wall at load 1.9-3.0.
+Cost, measured (2-core development CPU): the full protocol's 60 cells took 5,850 CPU-s (~116 CPU-s each: 21 ms per
+iteration on one core plus 3.5 CPU-s per 26,000-sample evaluation), i.e. ~49 min wall on 2 otherwise idle cores; the
+measured run took 101 min wall while other jobs shared the cores. ``--quick`` (1 seed, 150 iterations, 2,000
+samples; the CI smoke run) took 60 s wall at load 1.9-3.0.
 
 Examples::
 
