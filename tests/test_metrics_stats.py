@@ -51,3 +51,63 @@ def test_shards_and_loads_land_on_the_requested_device(tmp_path):
     _stats(x).save(tmp_path / 's.npz')
     assert StreamingStats.load(tmp_path / 's.npz', device='cuda').sum.device.type == 'cuda'
     assert StreamingStats.from_state_dict(_stats(x).state_dict(), device='cuda').sum_outer.device.type == 'cuda'
+
+
+def test_one_dimensional_features_and_single_samples_are_valid():
+    """dim = 1 is a feature size; one sample has a mean and a biased covariance (planted: `dim <= 1`, mean needing 2,
+    the biased covariance needing 2)."""
+    stats = StreamingStats(1).update(np.array([[2.5]]))
+    np.testing.assert_allclose(stats.mean(), [2.5])
+    np.testing.assert_allclose(stats.cov(unbiased=False), [[0.0]], atol=1e-15)
+    with pytest.raises(ValueError) as info:
+        stats.cov()
+    assert str(info.value) == 'statistics need at least 2 samples, have 1'
+
+
+@pytest.mark.parametrize('call,message', [
+    (lambda: StreamingStats(0), 'dim must be at least 1, got 0'),
+    (lambda: StreamingStats(3).update(np.zeros((2, 4))), 'expected features of shape [N, 3], got [2, 4]'),
+    (lambda: StreamingStats(3).update(np.zeros(3)), 'expected features of shape [N, 3], got [3]'),
+    (lambda: StreamingStats(3).update(np.zeros((1, 3, 1))), 'expected features of shape [N, 3], got [1, 3, 1]'),
+    (lambda: StreamingStats(2).mean(), 'statistics need at least 1 samples, have 0'),
+])
+def test_bad_use_of_the_accumulator_says_what_was_wrong(call, message):
+    """Planted: the messages set to None, `or` -> `and` in the shape check (a [3] vector or [1, 3, 1] slips by)."""
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize('args,message', [
+    ((np.zeros(2), np.eye(2), np.zeros(3), np.eye(3)), 'means must be vectors of one shape, got (2,) and (3,)'),
+    ((np.zeros((1, 2)), np.eye(2), np.zeros((1, 2)), np.eye(2)), 'means must be vectors of one shape, got (1, 2) and '
+                                                                  '(1, 2)'),
+    ((np.zeros(2), np.eye(3), np.zeros(2), np.eye(2)), 'covariances must be [2, 2], got (3, 3) and (2, 2)'),
+    ((np.zeros(2), np.eye(2), np.zeros(2), np.eye(3)), 'covariances must be [2, 2], got (2, 2) and (3, 3)'),
+])
+def test_frechet_distance_refuses_mismatched_statistics(args, message):
+    """Planted: `or` -> `and` in either shape check, the messages set to None."""
+    from san_ext.metrics.stats import frechet_distance
+    with pytest.raises(ValueError) as info:
+        frechet_distance(*args)
+    assert str(info.value) == message
+
+
+def test_frechet_distance_warns_only_past_the_documented_tolerance(caplog):
+    """S1 S2 with a negative eigenvalue at exactly 1e-3 of the largest is not warned about, one just past is (planted:
+    `<=`, `/ scale`); the warning text names the cause."""
+    from san_ext.metrics.stats import frechet_distance
+    mu = np.zeros(2)
+    for eps, warned in ((1e-3, False), (1.01e-3, True)):
+        caplog.clear()
+        frechet_distance(mu, np.diag([1.0, -eps]), mu, np.eye(2) * 4.0)  # scale 4: a `/ scale` moves the bar
+        assert any('rank-deficient: use more samples than feature dimensions' in r.getMessage()
+                   and r.getMessage().startswith('eigenvalues of S1 S2 have large') for r in caplog.records) == warned
+
+
+def test_frechet_distance_takes_tensors_that_require_grad():
+    """Statistics may come straight from torch (planted: tensors sent through np.asarray, which refuses grad)."""
+    from san_ext.metrics.stats import frechet_distance
+    mu = torch.tensor([1.0, 2.0], requires_grad=True)
+    sigma = torch.eye(2, dtype=torch.float64, requires_grad=True)
+    assert frechet_distance(mu, sigma, torch.zeros(2), torch.eye(2)) == pytest.approx(5.0, abs=1e-12)

@@ -73,6 +73,9 @@ EQUIVALENT: dict[str, str] = {
     'san_ext.metrics.stats.xǁStreamingStatsǁfrom_state_dict__mutmut_7': _CAST,
     'san_ext.metrics.stats.xǁStreamingStatsǁfrom_state_dict__mutmut_25': _CAST,
     'san_ext.metrics.stats.xǁStreamingStatsǁfrom_state_dict__mutmut_27': _CAST,
+    'san_ext.metrics.stats.x__as_float64__mutmut_1': "astype(None) is numpy's default float64",
+    'san_ext.metrics.stats.x_frechet_distance__mutmut_23': "np.finfo(None) is float64's today (numpy 2 deprecates it "
+                                                           'with a warning)',
     'san_ext.convert.x__input_bias_for__mutmut_44': 'beta.to(None) returns beta; san.bias.copy_ casts it anyway',
     **{f'san_ext.convert.x__build_san_layer__mutmut_{i}': 'norm is clamp_min(1e-12)-ed, so norm.abs() == norm'
        for i in (70, 71)},
@@ -99,7 +102,8 @@ NEEDS_GPU: dict[str, str] = {
        for i in (19, 22)},
     **{f'san_ext.metrics.stats.xǁStreamingStatsǁ{fn}__mutmut_{i}': 'test_shards_and_loads_land_on_the_requested_device'
        for fn, i in (('merge', 7), ('merge', 10), ('from_state_dict', 12), ('from_state_dict', 14), ('load', 5),
-                     ('load', 7))},
+                     ('load', 7), ('__init__', 12), ('__init__', 15), ('__init__', 20), ('__init__', 24),
+                     ('update', 11), ('update', 13))},
 }
 
 
