@@ -73,3 +73,70 @@ def test_damaged_zip_check_reads_only_the_four_byte_header(tmp_path, monkeypatch
     monkeypatch.setattr(storage, 'open', lambda p, mode: Recording(path.read_bytes()), raising=False)
     assert damaged_zip_message(path).startswith(f'{path} starts like a zip archive but has no readable central')
     assert sizes == [4]
+
+
+def _zip(path, members):
+    import zipfile
+    with zipfile.ZipFile(path, 'w') as z:
+        for name in members:
+            z.writestr(name, b'' if name.endswith('/') else b'x')
+    return path
+
+
+def test_zip_names_leave_out_directories_and_macos_metadata(tmp_path):
+    """Planted: `and` -> `or`, a changed '/' or '__MACOSX/' prefix."""
+    path = _zip(tmp_path / 'd.zip', ['a/', 'a/x.png', '__MACOSX/', '__MACOSX/a/._x.png', 'b.png', '__macosx.png'])
+    assert Storage(path).names() == ['__macosx.png', 'a/x.png', 'b.png']
+
+
+def test_folder_names_follow_symlinked_folders(tmp_path):
+    """Datasets are often assembled from links (planted: followlinks dropped or False)."""
+    (tmp_path / 'real').mkdir()
+    (tmp_path / 'real' / 'x.png').write_bytes(b'x')
+    (tmp_path / 'data').mkdir()
+    (tmp_path / 'data' / 'linked').symlink_to(tmp_path / 'real', target_is_directory=True)
+    assert Storage(tmp_path / 'data').names() == ['linked/x.png']
+
+
+def test_one_zip_handle_per_process_closed_by_close(tmp_path):
+    """Planted: the cached handle never reused (`is not None`, `==` pid, pid None) or close() leaving it open."""
+    store = Storage(_zip(tmp_path / 'd.zip', ['a.png']))
+    handle = store._zipfile()
+    assert store._zipfile() is handle and store.read('a.png') == b'x'
+    store.close()
+    assert handle.fp is None and store._zip is None
+
+
+def test_a_forked_child_opens_its_own_zip_handle(tmp_path):
+    """An inherited handle shares its file offset with the parent (planted: `or` -> `and` reuses it)."""
+    import os
+    store = Storage(_zip(tmp_path / 'd.zip', ['a.png']))
+    parent = store._zipfile()
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only when it got a fresh handle and the parent's stays open
+        ok = store._zipfile() is not parent and store.read('a.png') == b'x'
+        store.close()
+        os._exit(0 if ok and parent.fp is not None else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and parent.fp is not None
+
+
+def test_a_zip_damaged_after_opening_says_so(tmp_path):
+    path = _zip(tmp_path / 'd.zip', ['a.png'])
+    store = Storage(path)
+    path.write_bytes(b'not a zip any more')
+    with pytest.raises(DatasetError) as info:
+        store.names()
+    assert str(info.value) == (f'cannot open zip archive {path}: File is not a zip file; '
+                               f'{storage.CONVERT_HINT}')
+
+
+def test_class_count_is_max_plus_one_and_warns_only_when_most_ids_are_unused(caplog):
+    """Planted: 1 for no ids, `>=` in the sparsity test, a changed number or word in the warning."""
+    assert storage.class_count([], 'x') == 0
+    assert storage.class_count([0, 3], 'x') == 4 and not caplog.records  # 2 unused of 4: not most
+    assert storage.class_count([0, 4], 'ds.json') == 5
+    assert caplog.records[-1].getMessage() == (
+        'ds.json: class ids go up to 4 but only 2 distinct classes are used, so labels are 5-dimensional one-hot '
+        'vectors (and a conditional G and D get 5 class embeddings); renumber the classes 0..1 unless the gaps are '
+        'intended')

@@ -86,6 +86,11 @@ EQUIVALENT: dict[str, str] = {
     **{f'san_ext.convert.xǁSANDiscriminatorǁ_dir_by_second_pass__mutmut_{i}': "the route is only compared with None "
                                                                               "and 'fun': any other string is dir"
        for i in (17, 18)},
+    **{f'san_ext.data.storage.xǁStorageǁ__init____mutmut_{i}': '"" instead of None: _zipfile() opens anyway (the pid '
+                                                               "never matches) and close() resets both to None"
+       for i in (13, 14)},
+    'san_ext.data.storage.xǁStorageǁ_zipfile__mutmut_8': "ZipFile's default mode is 'r'",
+    'san_ext.data.storage.xǁStorageǁopen__mutmut_4': "ZipFile.open's default mode is 'r'",
     'san_ext.data.storage.xǁStorageǁ__getstate____mutmut_4': '_zip_pid is only read when _zip is set, and the '
                                                             'copy has _zip=None, so it reopens either way',
     'san_ext.layers.x__normalize_rows__mutmut_10': 'Tensor.norm(p=None) is the 2-norm: bit-identical on 2-D and 4-D',
