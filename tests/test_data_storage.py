@@ -108,13 +108,16 @@ def test_one_zip_handle_per_process_closed_by_close(tmp_path):
 
 
 def test_a_forked_child_opens_its_own_zip_handle(tmp_path):
-    """An inherited handle shares its file offset with the parent (planted: `or` -> `and` reuses it)."""
+    """An inherited handle shares its file offset with the parent (planted: `or` -> `and` reuses it; close() closing
+    a handle another process opened)."""
     import os
     store = Storage(_zip(tmp_path / 'd.zip', ['a.png']))
     parent = store._zipfile()
     pid = os.fork()
     if pid == 0:  # the child: exit status 0 only when it got a fresh handle and the parent's stays open
         ok = store._zipfile() is not parent and store.read('a.png') == b'x'
+        store.close()
+        store._zip, store._zip_pid = parent, os.getppid()  # the inherited state again: close() must not touch it
         store.close()
         os._exit(0 if ok and parent.fp is not None else 1)
     _, status = os.waitpid(pid, 0)
