@@ -137,7 +137,7 @@ def test_direction_weights_stay_on_the_logits_device(name):
 
 
 def test_a_zero_direction_weight_is_valid_and_removes_the_direction_term():
-    """lambda >= 0 (SAN.md); 0 trains the direction by nothing (planted: `<= 0` refuses it)."""
+    """lambda >= 0 (docs/LOSSES.md); 0 trains the direction by nothing (planted: `<= 0` refuses it)."""
     fun, dir_ = torch.randn(4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
     loss = losses.get('hinge', san=True, dir_weight=0.0)
     torch.testing.assert_close(loss.d_real((fun, dir_)), losses.get('hinge').d_real(fun))
