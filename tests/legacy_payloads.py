@@ -18,6 +18,13 @@ import numpy as np
 from san_ext.bench.pickle_fuzz import op_bytes, op_call, op_global, op_int, op_str, op_tuple
 
 
+def write(tmp_path: Path, data: bytes, name: str = 'payload.pkl') -> Path:
+    """``data`` written to ``tmp_path/name``; returns the path."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
 @dataclass
 class Env:
     """What payloads act on: ``target`` (a file they would create), ``canary`` / ``canary_dir`` (what they would

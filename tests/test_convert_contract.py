@@ -9,10 +9,12 @@ with hand-normalised weights, never from the code under test.
 """
 
 import copy
+import functools
 
 import pytest
 import torch
 import torch.nn.functional as F
+from messages import raised_message  # tests/messages.py
 from torch import nn
 
 from san_ext import SANConv2d, SANDiscriminator, SANLinear, sanify
@@ -424,10 +426,7 @@ class HeadlessD(nn.Module):
         self.inner = nn.Sequential(nn.Tanh())
 
 
-def _message(fn, *args, error=ValueError, **kwargs) -> str:
-    with pytest.raises(error) as err:
-        fn(*args, **kwargs)
-    return str(err.value)
+_message = functools.partial(raised_message, error=ValueError)  # TypeError only where a test says so
 
 
 @pytest.mark.parametrize('make, expected', [

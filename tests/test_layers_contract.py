@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from messages import raised_message  # tests/messages.py
 from torch import nn
 
 from san_ext import SANConv2d, SANEmbedding, SANLinear, is_san_layer, san_param_groups
@@ -25,10 +26,7 @@ def _unit_rows(w: torch.Tensor) -> torch.Tensor:
     return w / w.detach().flatten(1).norm(dim=1).view(-1, *([1] * (w.ndim - 1)))
 
 
-def _message(fn) -> str:
-    with pytest.raises((TypeError, ValueError)) as info:
-        fn()
-    return str(info.value)
+_message = raised_message
 
 
 # -- constructor: device and dtype reach every parameter, the bias included ------------------------------------------

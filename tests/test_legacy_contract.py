@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from legacy_payloads import write  # tests/legacy_payloads.py
 from legacy_pickles import dump, fake_function  # tests/legacy_pickles.py: writers of upstream-format pickles
 
 from san_ext.bench.pickle_fuzz import op_call, op_global, op_int, op_str, op_tuple
@@ -26,12 +27,6 @@ from san_ext.legacy.discriminator import _class_vectors, _split_direction
 from san_ext.legacy.records import ModuleView, Record, record_class
 
 G, s = op_global, op_str
-
-
-def write(tmp_path: Path, data: bytes, name: str = 'c.pkl') -> Path:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path
 
 
 def refused_message(path: Path, data: bytes, error: type = LegacyPickleError) -> str:

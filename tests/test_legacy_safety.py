@@ -15,11 +15,10 @@ import io
 import pickle
 import sys
 from contextlib import nullcontext
-from pathlib import Path
 
 import pytest
 import torch
-from legacy_payloads import CASES, STYLED, Env, case_id, fired, make_env, resolved  # tests/legacy_payloads.py
+from legacy_payloads import CASES, STYLED, Env, case_id, fired, make_env, resolved, write  # tests/legacy_payloads.py
 
 from san_ext.bench.pickle_fuzz import op_bytes, op_call, op_global, op_int, op_str, op_tuple, storage_bytes
 from san_ext.bench.pickle_oracle import audit_events
@@ -179,12 +178,6 @@ def test_torch_nn_names_elsewhere_are_refused(module, name):
 def env(tmp_path, monkeypatch) -> Env:
     monkeypatch.syspath_prepend(str(tmp_path))  # where the sentinel module lives
     return make_env(tmp_path)
-
-
-def write(tmp_path: Path, data: bytes, name: str = 'payload.pkl') -> Path:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path
 
 
 @pytest.mark.parametrize('case,style', STYLED, ids=[f'{case_id(c)}-{st}' for c, st in STYLED])

@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from messages import raised_message  # tests/messages.py
 
 from san_ext import losses
 
@@ -17,10 +18,7 @@ INT = torch.tensor([1, 2])
 X3, X4 = torch.randn(3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
 
 
-def _message(fn) -> str:
-    with pytest.raises((TypeError, ValueError)) as info:
-        fn()
-    return str(info.value)
+_message = raised_message
 
 
 # -- every error says where it came from and what it got -----------------------------------------------------------

@@ -137,7 +137,7 @@ def module_of(mutant: str) -> str:
 
 
 def tally(root: Path) -> tuple[dict[str, Counter], list[str], list[str]]:
-    """Counts per module and status from ``root/mutants``; also the survivors and the stale EQUIVALENT names."""
+    """Counts per module and status from ``root/mutants``; also the survivors and the stale triage names."""
     metas = sorted((root / 'mutants').rglob('*.py.meta'))
     if not metas:
         raise click.ClickException(f'no mutmut results under {root / "mutants"}: run without --no-run first.')
@@ -166,9 +166,9 @@ def score(counter: Counter) -> float:
 def format_table(counts: dict[str, Counter], markdown: bool = False) -> str:
     """One row per module and a total: mutants, each status, equivalents and the score."""
     total = sum(counts.values(), Counter())
-    rows = [[name, str(sum(c.values())), *(str(c[k]) for k in COLUMNS if any(t[k] for t in counts.values())),
-             str(c['equivalent']), f'{100 * score(c):.1f}%'] for name, c in [*sorted(counts.items()), ('total', total)]]
-    shown = [k for k in COLUMNS if any(t[k] for t in counts.values())]
+    shown = [k for k in COLUMNS if total[k]]
+    rows = [[name, str(sum(c.values())), *(str(c[k]) for k in shown), str(c['equivalent']), f'{100 * score(c):.1f}%']
+            for name, c in [*sorted(counts.items()), ('total', total)]]
     return render_table(['module', 'mutants', *shown, 'equivalent', 'score'], rows, 1, markdown)
 
 
@@ -196,8 +196,6 @@ def main(run_mutmut: bool, max_children: Optional[int], out: Optional[Path], mar
         start = time.perf_counter()
         try:
             subprocess.run(cmd, cwd=root, check=True, env={**os.environ, **_ONE_THREAD, **_ARCH})
-        except FileNotFoundError as err:
-            raise click.ClickException(f'{err}: install mutmut first (pip install mutmut).') from err
         except subprocess.CalledProcessError as err:
             raise click.ClickException(f'`{" ".join(cmd)}` failed with exit status {err.returncode}: is mutmut '
                                        'installed (pip install mutmut) and does the suite pass?') from err
@@ -205,7 +203,8 @@ def main(run_mutmut: bool, max_children: Optional[int], out: Optional[Path], mar
     counts, survivors, stale = tally(root)
     click.echo(format_table(counts, markdown))
     if stale:
-        click.echo(f'stale EQUIVALENT names (their functions changed; triage again): {", ".join(stale)}', err=True)
+        click.echo(f'stale EQUIVALENT / NEEDS_GPU names (their functions changed; triage again): {", ".join(stale)}',
+                   err=True)
     click.echo(f'{len(survivors)} survivors: `mutmut results` lists them, `mutmut show NAME` shows one.')
     if out:
         write_json(out, dict(counts={k: dict(v) for k, v in counts.items()}, survivors=survivors, stale=stale,

@@ -239,9 +239,10 @@ class Fuzzer:
             return 'sentinel', 'the sentinel file appeared'
         if outcome == 'loaded' and (why := inert_violation(result, len(data))):
             return 'not_inert', why
-        if polluted := [f.__qualname__ for f in self.watched if set(getattr(f, '__dict__', {})) - self.baseline[f]]:
-            for f in self.watched:
-                for key in set(getattr(f, '__dict__', {})) - self.baseline[f]:
+        added = {f: set(getattr(f, '__dict__', {})) - self.baseline[f] for f in self.watched}
+        if polluted := [f.__qualname__ for f, keys in added.items() if keys]:
+            for f, keys in added.items():
+                for key in keys:
                     delattr(f, key)
             return 'polluted', f'attributes set on {polluted[:3]}'
         return outcome, detail

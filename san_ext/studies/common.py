@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from san_ext.bench.common import render_table, write_json
 
-__all__ = ['CommaList', 'mean_std', 'pool_map', 'render_table', 'single_thread', 'write_json']
+__all__ = ['CommaList', 'log_finished', 'mean_std', 'pool_map', 'render_table', 'run_cells', 'run_timed',
+           'single_thread', 'write_json']
 
 
 class CommaList(click.ParamType):
@@ -97,6 +98,14 @@ def run_timed(run_study: Callable[..., list[dict]], cells: Sequence[Any], worker
     timing = dict(wall_s=wall, cells_cpu_s=sum(r['train_cpu_s'] + r['eval_cpu_s'] for r in results),
                   load_before=load, load_after=os.getloadavg(), cpu_count=os.cpu_count())
     return results, timing
+
+
+def log_finished(log: logging.Logger, timing: dict, outdir: object) -> None:
+    """The closing line of a study run from :func:`run_timed`'s ``timing``: wall and CPU seconds, the load average
+    before and after, and where the outputs went."""
+    log.info('study took %.1f s wall, its cells %.1f s of CPU (load average %.2f -> %.2f); wrote '
+             '%s/{results.json,table.md,*.png}', timing['wall_s'], timing['cells_cpu_s'], timing['load_before'][0],
+             timing['load_after'][0], outdir)
 
 
 def pool_map(task: Callable[..., Any], arg_tuples: Sequence[tuple], workers: int, on_progress: Callable[[Any], Any]

@@ -64,7 +64,7 @@ import san_ext
 from san_ext import losses as san_losses
 
 from . import digits_eval as ev
-from .common import CommaList, run_cells, run_timed
+from .common import CommaList, log_finished, run_cells, run_timed
 from .digits_models import build_D, build_G
 from .digits_report import LEGACY_SAN_SUFFIX, aggregate, current_spelling, format_table, write_outputs
 from .optimizers import DEFAULT_OPTIMIZER, get_optimizer, list_optimizers
@@ -377,9 +377,7 @@ def main(variants, optimizers, seeds, steps, conditional, dot_steps, dot_lr, qui
               if k not in ('variant', 'conditional', 'seed', 'steps', 'dot_steps', 'dot_lr', 'optimizer')}
     write_outputs(study, shared, results, rows, ev.real_floor(ev.reference()), timing, outdir)
     click.echo(format_table(rows, floor=ev.real_floor(ev.reference())))
-    log.info('study took %.1f s wall, its cells %.1f s of CPU (load average %.2f -> %.2f); wrote '
-             '%s/{results.json,table.md,*.png}', timing['wall_s'], timing['cells_cpu_s'], timing['load_before'][0],
-             timing['load_after'][0], outdir)
+    log_finished(log, timing, outdir)
 
 
 if __name__ == '__main__':

@@ -51,7 +51,7 @@ import torch
 
 from san_ext import losses as san_losses
 
-from .common import CommaList, run_cells, run_timed
+from .common import CommaList, log_finished, run_cells, run_timed
 from .digits import OPTIMIZER_CHOICES, canonical_variant, parse_variant
 from .digits import d_step as digits_d_step
 from .digits_models import build_D, build_G
@@ -276,9 +276,7 @@ def main(variants, optimizers, seeds, steps, n_gen, quick, workers, outdir) -> N
     write_outputs(dataclasses.asdict(study), results, rows, floor, timing, outdir)
     click.echo(format_table(rows, floor=floor))
     click.echo(format_deltas(san_deltas(results)))
-    log.info('study took %.1f s wall, its cells %.1f s of CPU (load average %.2f -> %.2f); wrote '
-             '%s/{results.json,table.md,*.png}', timing['wall_s'], timing['cells_cpu_s'], timing['load_before'][0],
-             timing['load_after'][0], outdir)
+    log_finished(log, timing, outdir)
 
 
 if __name__ == '__main__':
