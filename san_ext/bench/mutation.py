@@ -59,6 +59,8 @@ _ARCH = dict(TORCH_CUDA_ARCH_LIST=os.environ.get('TORCH_CUDA_ARCH_LIST') or '8.0
 # function is edited (mutmut numbers mutants within a function); stale names are reported, never counted.
 _FALSE_OR_NONE = '`real` is only read for its truth value (KLWGANLoss._dir_weight), so None acts as False'
 _CAST = 'copy_ into the float64 buffer casts anyway, to the same float64 values'
+_BYTEARRAY_AT_SIZE = ('read_pickle passes the file size; a BYTEARRAY8 of n >= that size cannot be read in full '
+                      'whichever branch is taken (its opcode and length take 9 bytes), so the same error follows')
 EQUIVALENT: dict[str, str] = {
     'san_ext.losses.xǁGANLossǁd_fake__mutmut_18': _FALSE_OR_NONE,
     'san_ext.losses.xǁGANLossǁpair_direction_weights__mutmut_8': _FALSE_OR_NONE,
@@ -98,6 +100,15 @@ EQUIVALENT: dict[str, str] = {
     'san_ext.layers.xǁSANConv2dǁ__init____mutmut_16': 'nn.Conv2d only tests `if bias:`, so None acts as False',
     'san_ext.layers.xǁSANConv2dǁ__init____mutmut_27': "groups=1 dropped: nn.Conv2d's default is groups=1",
     'san_ext.layers.xǁSANEmbeddingǁforward__mutmut_9': "eps dropped: F.normalize's default 1e-12 equals _EPS",
+    'san_ext.legacy.unpickler.x__latin1__mutmut_16': "Python's codec names are case-insensitive: 'LATIN1' is latin-1",
+    'san_ext.legacy.unpickler.xǁ_Unpicklerǁ_load_bytearray8__mutmut_14': _BYTEARRAY_AT_SIZE,
+    'san_ext.legacy.unpickler.xǁ_Unpicklerǁ_load_bytearray8__mutmut_15': _BYTEARRAY_AT_SIZE,
+    'san_ext.legacy.unpickler.xǁ_Unpicklerǁ_dill_helper__mutmut_5': "_import_module's `safe` argument is never read",
+    **{f'san_ext.legacy.unpickler.x_allowed_globals__mutmut_{i}': "the throwaway reader's path is only used in error "
+                                                                  'messages; the table does not depend on it'
+       for i in (3, 6, 7)},
+    'san_ext.legacy.convert.x_load_converted__mutmut_38': 'load_state_dict only tests `if strict:`, so None acts as '
+                                                          'False',
 }
 
 # Survivors that only a CUDA device can tell apart (a dropped device= is the CPU default): each has a `-m cuda`

@@ -1,0 +1,216 @@
+"""Contracts of the restricted pickle reader (san_ext.legacy.unpickler, .records) that the safety and fuzz tests reach
+without pinning, written against the survivors of a mutation run (``python -m san_ext.bench.mutation``): the exact
+text of every refusal (a message is the user's only clue to what the file asked for), what the checked constructors
+accept (``_codecs.encode`` with either spelling of latin-1, ``copyreg._reconstructor`` of records and EasyDicts with
+and without state), what ``BYTEARRAY8`` and ``APPEND`` build, and the descriptions dill's helpers and ``getattr``
+leave behind. Each test names the planted bug it fails on.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import pickletools
+import struct
+from pathlib import Path
+
+import pytest
+from legacy_payloads import write  # tests/legacy_payloads.py
+
+from san_ext.bench.pickle_fuzz import op_call, op_global, op_int, op_str
+from san_ext.legacy import LegacyPickleError, RefusedError, RefusedGlobalError, read_pickle
+from san_ext.legacy import unpickler as reader
+from san_ext.legacy.records import AttrRecord, CallRecord, ModuleRef, Record, record_class
+
+G = op_global
+
+
+def reader_for(path: str = 'x.pkl') -> reader._Unpickler:
+    return reader._Unpickler(io.BytesIO(), path)
+
+
+def read_refusal(path: Path, data: bytes, error: type = RefusedError) -> str:
+    """The message ``read_pickle`` raises for ``data`` written to ``path``, checking the exact error class."""
+    path.write_bytes(data)
+    with pytest.raises(error) as err:
+        read_pickle(path)
+    assert type(err.value) is error
+    return str(err.value)
+
+
+# -- refused globals and extension codes -------------------------------------------------------------------------------
+def test_refused_global_message_names_the_global_the_file_and_the_way_out(tmp_path):
+    """Bug: the allow-list sentence of RefusedGlobalError altered ('XX...XX', upper or lower case)."""
+    path = tmp_path / 'evil.pkl'
+    msg = read_refusal(path, op_call(G('os', 'system'), [op_str('true')]) + b'.', RefusedGlobalError)
+    assert msg == (f'{path}: refused for safety: the pickle names the global os.system, which is not on the allow-list '
+                   'of StyleGAN-XL / StyleSAN-XL classes (san_ext/legacy/allowlist.py). Nothing from the file was run '
+                   "or imported. If this is a genuine upstream pickle with a class we do not know, pass "
+                   "extra_classes=[('os', 'system')] to read it as an inert record.")
+    err = RefusedGlobalError('os', 'system', str(path))
+    assert (err.module, err.name, err.path) == ('os', 'system', str(path))
+
+
+@pytest.mark.parametrize('op', [b'\x82\x01', b'\x83\x01\x00', b'\x84\x01\x00\x00\x00'], ids=['EXT1', 'EXT2', 'EXT4'])
+def test_extension_codes_are_refused_with_the_full_message(tmp_path, op):
+    """Bug: the extension-code refusal's text altered."""
+    path = tmp_path / 'ext.pkl'
+    msg = read_refusal(path, b'\x80\x02' + op + b'.')
+    assert msg == (f"{path}: refused for safety: the pickle uses an extension code (EXT1/2/4, names looked up in "
+                   "copyreg's process-wide registry); upstream pickles use none")
+
+
+# -- bounded repr for messages -----------------------------------------------------------------------------------------
+def test_short_falls_back_to_the_type_name_when_repr_fails():
+    """Bug: the fallback shows type(None) ('<NoneType>') instead of the object's type. reprlib dispatches on the type's
+    name, so a non-iterable object of a class called 'list' makes it raise."""
+    impostor = type('list', (), {})()
+    with pytest.raises(TypeError):
+        reader._REPR.repr(impostor)
+    assert reader._short(impostor) == '<list>'
+    assert reader._short([1, 'a']) == "[1, 'a']"
+
+
+# -- _codecs.encode ----------------------------------------------------------------------------------------------------
+def test_latin1_accepts_both_spellings_and_defaults_to_latin1():
+    """Bugs: the default encoding or the accepted 'latin-1' spelling altered (genuine protocol-2 bytes refused)."""
+    assert reader._latin1('ab\xff') == b'ab\xff'
+    assert reader._latin1('ab\xff', 'latin1') == reader._latin1('ab\xff', 'latin-1') == b'ab\xff'
+
+
+@pytest.mark.parametrize('text,encoding,shown', [('abc', 'utf-8', "'utf-8'"), (7, 'latin1', "'latin1'"),
+                                                 (b'abc', 'latin-1', "'latin-1'")], ids=['utf8', 'int', 'bytes'])
+def test_latin1_refuses_other_encodings_and_non_text_with_the_full_message(text, encoding, shown):
+    """Bugs: the two checks joined with 'and' (an int reaches str.encode and fails with AttributeError); the message
+    None, altered, or showing None for the encoding."""
+    with pytest.raises(LegacyPickleError) as err:
+        reader._latin1(text, encoding)
+    assert type(err.value) is LegacyPickleError
+    assert str(err.value) == f'_codecs.encode is allowed for latin1 text only (pickled bytes), not {shown}'
+
+
+def test_protocol2_bytes_come_back_through_codecs_encode(tmp_path):
+    """pickle protocol 2 writes bytes as ``_codecs.encode('...', 'latin1')``: the reader gives the same bytes."""
+    data = bytes(range(256))
+    assert read_pickle(write(tmp_path, pickle.dumps(data, protocol=2))) == data
+
+
+# -- BYTEARRAY8 and APPEND ---------------------------------------------------------------------------------------------
+def test_bytearray8_and_append_build_what_pickle_builds(tmp_path):
+    """Bugs: BYTEARRAY8 pushing None, APPEND appending None."""
+    value = [bytearray(b'\x00ab\xff')]
+    data = pickle.dumps(value, protocol=5)
+    assert {'BYTEARRAY8', 'APPEND'} <= {op.name for op, _, _ in pickletools.genops(data)}
+    out = read_pickle(write(tmp_path, data))
+    assert out == value and type(out[0]) is bytearray
+
+
+def test_bytearray8_length_past_the_end_is_reported_unsigned(tmp_path):
+    """Bug: the length read as signed ('<q'): 2**63 + 5 becomes negative, read(-n) reads the rest of the file and
+    the message shows a negative size."""
+    n = 2 ** 63 + 5
+    path = tmp_path / 'long.pkl'
+    msg = read_refusal(path, b'\x80\x05\x96' + struct.pack('<Q', n) + b'abc.', LegacyPickleError)
+    assert msg == f'{path}: a {n}-byte array runs past the end of the file (truncated?)'
+
+
+# -- copyreg._reconstructor --------------------------------------------------------------------------------------------
+def test_reconstructor_builds_records_and_easydicts_with_and_without_state():
+    """Bugs: the dict-state check joined with 'or' (EasyDict with base object or with state None calls
+    update(None))."""
+    r = reader_for()
+    easydict, cls = r._easydict, record_class('pg_modules.blocks', 'DownBlock')
+    for base in (object, dict):
+        out = r._reconstructor(easydict, base, None)
+        assert type(out) is easydict and out == {}
+    assert r._reconstructor(easydict, dict, {'a': 1}) == {'a': 1}
+    assert r._reconstructor(easydict, object, {'a': 1}) == {}   # base object: the state is set later by BUILD
+    rec = r._reconstructor(cls, dict, {'a': 1})
+    assert type(rec) is cls and rec.state is None
+
+
+@pytest.mark.parametrize('cls,base,shown', [
+    (5, object, '5, <class \'object\'>'),
+    ('record', set, "<class 'san_ext.legacy.recor...g_modules.blocks.DownBlock]'>, <class 'set'>"),
+    (dict, dict, "<class 'dict'>, <class 'dict'>")], ids=['not a class', 'bad base', 'plain dict'])
+def test_reconstructor_refuses_anything_else_with_the_full_message(cls, base, shown):
+    """Bugs: 'isinstance(cls, type) or ...' (a non-class reaches issubclass and fails with TypeError); the base check
+    joined with 'and' (a record on any base passes); the message None or showing None. Long reprs are cut
+    (reprlib, 60 characters)."""
+    r = reader_for('r.pkl')
+    if cls == 'record':
+        cls = record_class('pg_modules.blocks', 'DownBlock')
+    with pytest.raises(RefusedError) as err:
+        r._reconstructor(cls, base)
+    assert str(err.value) == (f'r.pkl: refused for safety: copyreg._reconstructor({shown}) builds something other '
+                              'than an allow-listed class')
+
+
+# -- getattr, setattr and dill's helpers -------------------------------------------------------------------------------
+def test_getattr_describes_records_resolves_modules_and_refuses_the_rest():
+    """Bugs: the non-string-name message None or showing None; the refusal naming type(None)."""
+    r = reader_for('g.pkl')
+    rec = record_class('pg_modules.blocks', 'DownBlock')()
+    attr = r._getattr(rec, 'forward')
+    assert type(attr) is AttrRecord and attr.owner is rec and attr.qualname == 'getattr.forward'
+    with pytest.raises(RefusedGlobalError):
+        r._getattr(ModuleRef('os'), 'system')
+    with pytest.raises(LegacyPickleError) as err:
+        r._getattr(rec, 5)
+    assert str(err.value) == 'g.pkl: getattr with a non-string name 5'
+    with pytest.raises(RefusedError) as err:
+        r._getattr(3, 'real')
+    assert str(err.value) == "g.pkl: refused for safety: the pickle reads attribute 'real' of a int object"
+
+
+def test_setattr_keeps_values_on_rebuilt_functions_and_refuses_the_rest():
+    """Bugs: the name check negated (every genuine setattr refused), the value stored as None, the message altered
+    or naming type(None)."""
+    call = CallRecord('dill._create_function', 1)
+    reader._setattr(call, '__qualname__', 'f')
+    assert call.attrs == {'__qualname__': 'f'}
+    plain = Record()
+    reader._setattr(plain, 'x', 1)   # other records: ignored
+    assert not hasattr(plain, 'attrs') and plain.state is None
+    for obj, name, shown in [(3, 'real', "'real'"), (plain, 5, '5')]:
+        with pytest.raises(RefusedError) as err:
+            reader._setattr(obj, name, 1)
+        assert str(err.value) == (f'refused for safety: the pickle sets attribute {shown} of a {type(obj).__name__} '
+                                  'object; only recorded objects take attributes from a pickle')
+
+
+def test_dill_helpers_leave_descriptions_with_their_arguments():
+    """Bugs: _load_type's name check altered (types become 'dill._load_type' calls), its factory returning None, the
+    recorded name None or the arguments dropped; the generic helper dropping its arguments."""
+    r = reader_for()
+    code_type = r._dill_helper('_load_type')('CodeType')
+    rec = code_type(1, 'co')
+    assert type(rec) is CallRecord and rec.qualname == 'call.types.CodeType' and rec.args == (1, 'co')
+    assert rec.attrs == {} and repr(rec) == '<record call.types.CodeType>'
+    cell = r._dill_helper('_create_cell')(42)
+    assert type(cell) is CallRecord and cell.qualname == 'call.dill._create_cell' and cell.args == (42,)
+    module = r._dill_helper('_import_module')('timm.models')
+    assert type(module) is ModuleRef and module.qualname == 'timm.models'
+
+
+def test_attr_record_describes_the_lookup():
+    """Bug: AttrRecord's recorded module name altered."""
+    owner = record_class('pg_modules.blocks', 'DownBlock')()
+    attr = AttrRecord(owner, 'forward')
+    assert attr.qualname == 'getattr.forward' and attr.class_name == 'forward'
+    assert repr(attr) == '<record getattr.forward>'
+
+
+def test_calling_a_recorded_getattr_is_refused(tmp_path):
+    """A pickle that calls getattr(record, name)(...) is refused with the attribute and owner named."""
+    cls = G('pg_modules.blocks', 'DownBlock')
+    looked_up = op_call(G('builtins', 'getattr'), [op_call(cls, []), op_str('forward')])
+    path = tmp_path / 'call.pkl'
+    msg = read_refusal(path, op_call(looked_up, [op_int(1)]) + b'.')
+    assert msg == (f"{path}: the pickle calls the attribute 'forward' of <record pg_modules.blocks.DownBlock>; "
+                   'refused for safety')
+
+
+def test_allowed_globals_do_not_depend_on_a_path():
+    """allowed_globals() builds a throwaway reader; its table is the same as any reader's."""
+    assert set(reader_for('any.pkl')._table) <= reader.allowed_globals()
