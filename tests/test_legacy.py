@@ -225,6 +225,7 @@ def test_load_converts_G_G_ema_and_D_exactly(pickles, nets):
     assert not {'pg_modules', 'dnnlib', 'training', 'feature_networks', 'torch_utils.persistence'} & set(sys.modules)
     assert out.config.generator == SMALL and out.config.stages == CHAIN[:1]
     assert out.config.discriminator.backbones == BACKBONES and not out.config.discriminator.san
+    assert (out.config.discriminator.img_resolution, out.config.discriminator.c_dim) == (32, 10)  # from G: 16 px x 2
     for ours, theirs in ((out.G, G), (out.G_ema, G_ema), (out.D, D_plain)):
         assert_same_tensors(ours, theirs)
         assert not ours.training and not any(p.requires_grad for p in ours.parameters())
@@ -293,6 +294,17 @@ def test_strict_load_names_unmapped_tensors(tmp_path, nets):
     out = legacy.load(path, components=('G_ema',), strict=False)
     assert out.meta['reports']['G_ema']['unexpected'] == ['mapping.bogus']
     assert_same_tensors(out.G_ema, nets[1])
+
+
+def test_strict_load_of_D_names_unmapped_tensors(tmp_path, nets):
+    """Bugs: strict not passed on to the discriminator's conversion (its default, or None)."""
+    tree = upstream_discriminator(nets[2], False)
+    tree.register_parameter('bogus', nn.Parameter(torch.zeros(3)))
+    path = dump(tmp_path / 'd_extra.pkl', {'G_ema': upstream_generator(nets[1]), 'D': tree})
+    with pytest.raises(legacy.ConversionError, match=r'no rule maps: bogus'):
+        legacy.load(path, components=('G_ema', 'D'))
+    out = legacy.load(path, components=('G_ema', 'D'), strict=False)
+    assert out.meta['reports']['D']['unexpected'] == ['bogus']
 
 
 def test_released_pickle_is_a_superres_stem(pickles, nets):

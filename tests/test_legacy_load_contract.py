@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Optional
 
+import numpy as np
 import pytest
 import torch
 from legacy_pickles import FAKE_SRC, SG2, SG3, EasyDict, dump, make_G, persistent, upstream, upstream_generator
@@ -70,12 +71,12 @@ def test_oversized_training_metadata_is_refused_naming_the_file(tmp_path, stem_t
     assert msg.startswith(f'{path}: its training metadata is too large or too deeply nested to record')
 
 
-def test_a_malformed_D_is_named_D_even_when_only_G_ema_is_loaded(tmp_path, stem_tree):
-    """Bugs: the D view built with another path (None, 'd', 'XXDXX' or none): the message would not say which
-    network is malformed."""
+def test_a_malformed_D_does_not_stop_a_generator_load_and_is_named_when_converted(tmp_path, stem_tree):
+    """A D that does not read leaves the kind 'unknown' when only G_ema is asked for; asking for D names it."""
     D = upstream('pg_modules.discriminator.ProjectedDiscriminator')()
     path = dump(tmp_path / 'd.pkl', {'G_ema': stem_tree, 'D': D})
-    msg = raised_message(legacy.load, path, components=('G_ema',), error=ConversionError)
+    assert legacy.load(path, components=('G_ema',)).meta['kind'] == 'unknown'
+    msg = raised_message(legacy.load, path, ('G_ema', 'D'), error=ConversionError)
     assert msg == "D has no submodule 'discriminators' (has: none); not a StyleGAN-XL network"
 
 
@@ -98,6 +99,118 @@ def test_read_generator_spec_names_the_file_and_the_network(tmp_path, stem, stem
     msg = raised_message(legacy.read_generator_spec, path, 'G', error=ConversionError)
     assert msg == ('G is a training.networks_stylegan2.Generator (persistent): only StyleGAN-XL generators built on '
                    'StyleGAN3 (--cfg stylegan3-t / stylegan3-r) convert; stylegan2 and fastgan ones do not')
+
+
+def test_load_names_the_missing_network(tmp_path, stem_tree):
+    """Bugs: the missing-G or missing-D message None."""
+    path = dump(tmp_path / 'only_ema.pkl', {'G_ema': stem_tree})
+    for components, name in ((('G',), 'G'), (('G_ema', 'D'), 'D')):
+        msg = raised_message(legacy.load, path, components, error=legacy.LegacyPickleError)
+        assert msg == f'{path} has no {name} network'
+
+
+def test_a_discriminator_needs_a_generator_and_is_refused_before_it_is_converted(tmp_path):
+    """Bugs: the no-generator message None; D converted (and its class count and resolution taken) from a None
+    generator configuration."""
+    D = upstream('pg_modules.discriminator.ProjectedDiscriminator')()
+    path = dump(tmp_path / 'only_d.pkl', {'D': D})
+    msg = raised_message(legacy.load, path, ('D',), error=legacy.LegacyPickleError)
+    assert msg == f'{path} has no generator to take the configuration from'
+
+
+def test_the_configuration_of_a_D_only_load_is_read_from_G_ema_by_name(tmp_path):
+    """Bugs: G_ema not consulted when no generator was converted ('spec is not None', spec = None), or consulted
+    although one was ('or'); its view built without its name."""
+    bad_ema = persistent('Generator', module=SG2)
+    D = upstream('pg_modules.discriminator.ProjectedDiscriminator')()
+    path = dump(tmp_path / 'bad_ema.pkl', {'G_ema': bad_ema, 'D': D})
+    msg = raised_message(legacy.load, path, ('D',), error=ConversionError)
+    assert msg.startswith('G_ema is a training.networks_stylegan2.Generator (persistent): only StyleGAN-XL')
+
+
+def test_loading_G_alone_ignores_G_ema_and_reports_under_its_name(tmp_path, stem, stem_tree):
+    """Bugs: G_ema re-read although G gave the configuration ('spec is None or ...'); the report filed under another
+    component name (None, 'G'); D's configuration '' instead of None when D is not loaded."""
+    path = dump(tmp_path / 'g_only.pkl', {'G': stem_tree, 'G_ema': persistent('Generator', module=SG2)})
+    out = legacy.load(path, components=('G',))
+    assert out.config.generator == stem.cfg and out.config.discriminator is None and out.G_ema is None
+    assert out.meta['reports']['G']['component'] == 'G'
+    path = dump(tmp_path / 'ema.pkl', {'G_ema': stem_tree})
+    assert legacy.load(path, components=('G_ema',)).meta['reports']['G_ema']['component'] == 'G_ema'
+
+
+def test_G_and_G_ema_of_different_architectures_are_refused(tmp_path, stem, stem_tree):
+    """Bugs: the architecture of the first generator not kept (this = None, spec = None); the message None."""
+    other = upstream_generator(make_G((), c_dim=0, seed=6))
+    path = dump(tmp_path / 'mixed.pkl', {'G': other, 'G_ema': stem_tree})
+    msg = raised_message(legacy.load, path, ('G_ema', 'G'), error=ConversionError)
+    assert msg.startswith(f'{path}: G and G_ema have different architectures (')
+    assert "'c_dim': 0" in msg and f"'c_dim': {stem.cfg.c_dim}" in msg
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_load_moves_the_networks_to_the_device(tmp_path, stem_tree):
+    """Bug: .to(None) (a no-op) instead of .to(device): only a second device tells them apart."""
+    out = legacy.load(dump(tmp_path / 'g.pkl', {'G_ema': stem_tree}), components=('G_ema',), device='cuda')
+    assert all(p.is_cuda for p in out.G_ema.parameters())
+
+
+# -- the bounded copy of training metadata ----------------------------------------------------------------------------
+def nested(kind: str, depth: int):
+    """A value whose innermost int sits at ``depth`` (the outermost container is at depth 0)."""
+    value = 0
+    for _ in range(depth):
+        value = [value] if kind == 'list' else {'k': value}
+    return value
+
+
+@pytest.mark.parametrize('kind', ['list', 'dict'])
+def test_plain_copies_64_levels_and_refuses_65(kind):
+    """Bugs: '>=' for the depth limit, a depth step of 2 (or -1) for lists or dicts, a copy starting at depth 1."""
+    assert legacy._plain(nested(kind, 64)) == nested(kind, 64)
+    msg = raised_message(legacy._plain, nested(kind, 65), error=legacy.LegacyPickleError)
+    assert msg.startswith('the pickle: its training metadata is too large or too deeply nested to record (more than '
+                          '100000 values or 64 levels)')
+
+
+def test_plain_copies_100000_values_and_refuses_one_more():
+    """Bugs: '<= 0' or '< 1' for the value budget; two values counted per item."""
+    assert len(legacy._plain(list(range(99_999)))) == 99_999   # the list itself is the 100,000th value
+    with pytest.raises(legacy.LegacyPickleError):
+        legacy._plain(list(range(100_000)))
+
+
+class Scalar:
+    """A recorded scalar: ``item()`` only."""
+
+    def item(self):
+        return 3
+
+
+class SizeMethod:
+    """``tolist`` and a ``size()`` method (not an array: numpy's size is an attribute)."""
+
+    def tolist(self):
+        return [1]
+
+    def size(self):
+        return 1
+
+    def __repr__(self):
+        return 'SizeMethod()'
+
+
+def test_plain_converts_each_kind_of_value():
+    """Bugs: the array test joined with 'or' (array.array has tolist, no size) or ignoring that size is callable;
+    item() looked up on None or under another name, or its callability tested on None; repr(None) for other
+    objects."""
+    import array
+    assert legacy._plain(array.array('i', [1, 2])) == "array('i', [1, 2])"
+    assert legacy._plain(SizeMethod()) == 'SizeMethod()'
+    assert legacy._plain(Scalar()) == 3
+    assert legacy._plain({1: torch.tensor([1.5, 2.0]), 'n': np.float32(0.5), 's': {'a'}}) == {
+        '1': [1.5, 2.0], 'n': 0.5, 's': "{'a'}"}
 
 
 # -- load_converted ----------------------------------------------------------------------------------------------------

@@ -115,7 +115,10 @@ def _plain(value: Any, path: str = 'the pickle') -> Any:
 def _meta(path: str, data: dict) -> dict:
     kind = 'unknown'
     if isinstance(data.get('D'), Record):
-        kind = 'stylesan-xl' if heads_kind(ModuleView(data['D'], 'D'))[1] else 'stylegan-xl'
+        try:  # a D that does not read stays 'unknown' here: converting it (when asked for) names the problem
+            kind = 'stylesan-xl' if heads_kind(ModuleView(data['D'], 'D'))[1] else 'stylegan-xl'
+        except ConversionError:
+            pass
     sources = {k: data[k].module_src_sha256 for k in ('G', 'G_ema') if isinstance(data.get(k), PersistentRecord)}
     aug = data.get('augment_pipe')
     return {'source': os.path.abspath(path), 'sha256': file_sha256(path), 'kind': kind,
@@ -161,20 +164,20 @@ def load(path: PathLike, components: Sequence[str] = COMPONENTS, *, san: Optiona
             spec = this
     if spec is None and isinstance(data.get('G_ema'), Record):
         spec = infer_generator_spec(ModuleView(data['G_ema'], 'G_ema'))
+    if spec is None:  # before converting D, which takes its class count and resolution from the generator
+        raise LegacyPickleError(f'{path} has no generator to take the configuration from')
+    gen = GeneratorConfig.from_dict(spec['cfg'])
+    stages = tuple(SuperresConfig(**s) for s in spec['stages'])
     d_cfg = None
     if 'D' in components:
         if not isinstance(data.get('D'), Record):
             raise LegacyPickleError(f'{path} has no D network')
-        gen = GeneratorConfig.from_dict(spec['cfg']) if spec else None
-        res = gen.img_resolution * math.prod(int(s['up_factor']) for s in spec['stages']) if gen else None
-        nets['D'], report = convert_discriminator(data['D'], c_dim=gen.c_dim if gen else None, img_resolution=res,
-                                                  san=san, strict=strict)
+        res = gen.img_resolution * math.prod(s.up_factor for s in stages)
+        nets['D'], report = convert_discriminator(data['D'], c_dim=gen.c_dim, img_resolution=res, san=san,
+                                                  strict=strict)
         meta['reports']['D'] = report.to_dict()
         d_cfg = nets['D'].cfg
-    if spec is None:
-        raise LegacyPickleError(f'{path} has no generator to take the configuration from')
-    stages = tuple(SuperresConfig(**s) for s in spec['stages'])
-    config = LegacyConfig(GeneratorConfig.from_dict(spec['cfg']), stages, d_cfg)
+    config = LegacyConfig(gen, stages, d_cfg)
     moved = {k: (v.to(device) if v is not None else None) for k, v in nets.items()}
     return LegacyNetworks(G=moved['G'], G_ema=moved['G_ema'], D=moved['D'], config=config, meta=meta)
 

@@ -197,6 +197,9 @@ def convert_discriminator(record: Any, c_dim: Optional[int] = None, img_resoluti
         for i, disc in view.child('discriminators').child(bb).child('mini_discs').children():
             tensors.update(_head_tensors(disc, f'discriminators.{bb.replace(".", "_")}.mini_discs.{i}', cfg, is_san,
                                          report))
+    for name, t in view.tensors().items():  # tensors outside the two trees: no rule maps them (strict refuses)
+        if not name.startswith(('feature_networks.', 'discriminators.')):
+            tensors[name] = t
     _describe_heads(cfg, is_san, report)
     D = ProjectedDiscriminator(cfg)
     load_converted(D, tensors, report, strict=strict)
