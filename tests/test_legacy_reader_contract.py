@@ -15,6 +15,7 @@ import struct
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import pytest
 import torch
 from legacy_payloads import write  # tests/legacy_payloads.py
@@ -266,3 +267,72 @@ def test_view_errors_name_the_path_or_module(path, shown):
         with pytest.raises(ConversionError) as err:
             ModuleView(recorded(**{where: {'w': 5}}), path).tensors()
         assert str(err.value) == f'{path}.w should be a tensor, got int'
+
+
+# -- persistent-class records, numpy scalars, module hints -------------------------------------------------------------
+def persistent_meta(**changes) -> dict:
+    meta = {'type': 'class', 'class_name': 'Generator', 'state': {'a': 1}, 'module_src': 'class SynthesisBlock: ...'}
+    meta.update(changes)
+    return meta
+
+
+def test_persistent_record_keeps_class_state_version_and_a_hash_of_the_source():
+    """Bugs: the meta fields required as a strict superset ('<'); the version dropped or read under another key."""
+    r = reader_for()
+    rec = r._persistent(persistent_meta())
+    assert (rec.class_name, rec.state, rec.version, rec.module_hint) == ('Generator', {'a': 1}, None,
+                                                                         'training.networks_stylegan2')
+    assert r._persistent(persistent_meta(version=6)).version == 6
+    assert r._persistent(persistent_meta(version=6)).qualname == 'training.networks_stylegan2.Generator (persistent)'
+
+
+def test_persistent_extra_classes_are_read_as_records():
+    """Bug: the 'persistent' tag of extra_classes altered (a named extra class still refused)."""
+    r = reader._Unpickler(io.BytesIO(), 'x.pkl', extra_classes=[('persistent', 'MyNet')])
+    assert r._persistent(persistent_meta(class_name='MyNet')).class_name == 'MyNet'
+
+
+@pytest.mark.parametrize('meta,message', [
+    (5, 'x.pkl: a persistent-class record lacks its meta fields'),
+    ({'type': 'class', 'class_name': 'G', 'state': {}}, 'x.pkl: a persistent-class record lacks its meta fields'),
+    (persistent_meta(type='function'), "x.pkl: malformed persistent-class record 'Generator'"),
+    (persistent_meta(class_name=5), 'x.pkl: malformed persistent-class record 5'),
+    (persistent_meta(module_src=b'code'), "x.pkl: malformed persistent-class record 'Generator'")],
+    ids=['not a dict', 'no source', 'not a class', 'class name not str', 'source not str'])
+def test_malformed_persistent_records_are_refused_with_the_full_message(meta, message):
+    """Bugs: the checks joined with 'and' (a non-dict reaches set(), other types pass), the messages None."""
+    with pytest.raises(LegacyPickleError) as err:
+        reader_for()._persistent(meta)
+    assert type(err.value) is LegacyPickleError and str(err.value) == message
+
+
+def test_unknown_persistent_class_is_refused_with_the_full_message():
+    """Bug: the refusal's sentences altered."""
+    with pytest.raises(RefusedError) as err:
+        reader_for()._persistent(persistent_meta(class_name='Evil'))
+    assert str(err.value) == ("x.pkl: refused for safety: the pickle holds a persistent object of class 'Evil' (with "
+                              'its module source code embedded), which is not a known StyleGAN-XL class. The embedded '
+                              "source was not run. Pass extra_classes=[('persistent', 'Evil')] to read it inertly.")
+
+
+def test_numpy_scalars_need_a_dtype_and_exactly_its_bytes():
+    """Bugs: the messages None or naming type(None); the byte check joined with 'and' (non-bytes reach len())."""
+    f4 = np.dtype('<f4')
+    assert reader._np_scalar(f4, struct.pack('<f', 1.5)) == np.float32(1.5)
+    for dtype, data, message, in [('f4', b'abcd', 'a numpy scalar needs a dtype, got str'),
+                                  (f4, b'abc', 'a numpy float32 scalar needs 4 bytes'),
+                                  (f4, 5, 'a numpy float32 scalar needs 4 bytes')]:
+        with pytest.raises(LegacyPickleError) as err:
+            reader._np_scalar(dtype, data)
+        assert str(err.value) == message
+
+
+@pytest.mark.parametrize('src,hint', [
+    ('class SuperresGenerator: ...', 'training.networks_stylegan3_resetting'),
+    ('class SynthesisBlock: ...', 'training.networks_stylegan2'),
+    ('filtered_lrelu\nclass SynthesisLayer: ...', 'training.networks_stylegan3'),
+    ('filtered_lrelu only', 'unknown_module'), ('class SynthesisLayer: ...', 'unknown_module'),
+    ('class AugmentPipe: ...', 'training.augment')])
+def test_module_hint_of_each_upstream_source(src, hint):
+    """Bugs: the StyleGAN3 test joined with 'or', its class name altered or negated."""
+    assert reader._module_hint(src) == hint

@@ -107,6 +107,8 @@ EQUIVALENT: dict[str, str] = {
     **{f'san_ext.legacy.unpickler.x_allowed_globals__mutmut_{i}': "the throwaway reader's path is only used in error "
                                                                   'messages; the table does not depend on it'
        for i in (3, 6, 7)},
+    'san_ext.legacy.unpickler.x__np_scalar__mutmut_13': 'count=1 dropped: the data was checked to be exactly one '
+                                                        'item long, so frombuffer reads one item either way',
     'san_ext.legacy.convert.x_load_converted__mutmut_38': 'load_state_dict only tests `if strict:`, so None acts as '
                                                           'False',
 }
