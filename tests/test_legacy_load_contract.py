@@ -14,7 +14,18 @@ from typing import Optional
 import numpy as np
 import pytest
 import torch
-from legacy_pickles import FAKE_SRC, SG2, SG3, EasyDict, dump, make_G, persistent, upstream, upstream_generator
+from legacy_pickles import (  # tests/legacy_pickles.py: writers of upstream-format pickles
+    CHAIN,
+    FAKE_SRC,
+    SG2,
+    SG3,
+    EasyDict,
+    dump,
+    make_G,
+    persistent,
+    upstream,
+    upstream_generator,
+)
 from messages import raised_message  # tests/messages.py
 from torch import nn
 
@@ -371,3 +382,68 @@ def test_discriminator_refusals_have_the_full_message(case):
                              error=ConversionError)
         assert msg == ('D has SAN heads (a StyleSAN-XL pickle); they have no exact plain equivalent. Load it with '
                        'san=True (or san=None)')
+
+
+# -- the generator's conversion: refusals, warnings, the report --------------------------------------------------------
+def load_ema(tmp_path, tree, name: str = 'g.pkl'):
+    return legacy.load(dump(tmp_path / name, {'G_ema': tree}), components=('G_ema',))
+
+
+def ema_refusal(tmp_path, tree) -> str:
+    return raised_message(legacy.load, dump(tmp_path / 'bad.pkl', {'G_ema': tree}), ('G_ema',), error=ConversionError)
+
+
+def test_generator_refusals_have_the_full_message(tmp_path, stem):
+    """Bugs: each message None or altered; the recorded or the rebuilt value shown wrongly."""
+    assert ema_refusal(tmp_path, persistent('MappingNetwork')) == (
+        'G_ema is a training.networks_stylegan3_resetting.MappingNetwork (persistent), not a StyleGAN-XL generator')
+    tree = upstream_generator(stem)
+    tree.synthesis._init_kwargs = {}
+    assert ema_refusal(tmp_path, tree) == ('G_ema.synthesis lacks its recorded constructor arguments (_init_kwargs); '
+                                           'this is not a pickle written by StyleGAN-XL')
+    tree = upstream_generator(stem)
+    tree.synthesis.L1_36_128.in_cutoff = np.float64(99.0)
+    rebuilt = stem.synthesis.L1_36_128.spec.in_cutoff
+    assert ema_refusal(tmp_path, tree) == ('G_ema: cannot rebuild the recorded stem (G_ema.synthesis.L1_36_128.'
+                                           f'in_cutoff: recorded 99.0, rebuilt {rebuilt!r})')
+    del tree.synthesis.L1_36_128.in_cutoff   # was a TypeError from float(None) before the layer split checked
+    assert ema_refusal(tmp_path, tree) == ('G_ema.synthesis.L1_36_128.in_cutoff is not recorded; not a StyleGAN-XL '
+                                           'synthesis layer')
+    tree = upstream_generator(stem)
+    del tree.synthesis.L1_36_128.padding
+    assert ema_refusal(tmp_path, tree) == ('G_ema: cannot rebuild the recorded stem (G_ema.synthesis.L1_36_128.'
+                                           'padding is not recorded)')
+    tree = upstream_generator(stem)
+    names = list(stem.synthesis.layer_names)
+    tree.synthesis.layer_names = names[::-1]
+    assert ema_refusal(tmp_path, tree) == (f'G_ema: cannot rebuild the recorded stem (layer names {names[::-1]} '
+                                           f'recorded, {names} rebuilt)')
+    tree = upstream_generator(stem)
+    tree.mapping.num_ws = 99
+    assert ema_refusal(tmp_path, tree) == f'G_ema.mapping.num_ws is 99, the rebuilt generator has {stem.num_ws}'
+
+
+def test_generator_report_rewrites_class_rows_and_warns_of_what_it_does_not_take_over(tmp_path, stem):
+    """Bugs: the row-cut or drop notes altered; unknown synthesis options or other conv_clamp values not warned."""
+    tree = upstream_generator(stem)
+    tree.synthesis._init_kwargs['style_mixing'] = 0.5
+    tree.synthesis.L1_36_128.conv_clamp = None
+    report = load_ema(tmp_path, tree).meta['reports']['G_ema']
+    assert report['rewritten'] == ['mapping.embed.weight: first 10 of 1000 rows kept (labels index rows 0..9 only)']
+    assert report['warnings'] == [
+        f"recorded conv_clamp values ['256', 'None'] differ from ours ({stem.cfg.conv_clamp}); upstream gives "
+        'superres heads conv_clamp=256 even for --fp32 stems',
+        "recorded synthesis options not taken over: ['style_mixing']"]
+    uncond = load_ema(tmp_path, upstream_generator(make_G((), c_dim=0, seed=7)), 'u.pkl').meta['reports']['G_ema']
+    assert uncond['dropped'] == {'mapping.embed.weight': 'class embedding of an unconditional generator (upstream '
+                                                         'loads it, never uses it)'}
+    assert uncond['rewritten'] == [] and uncond['warnings'] == []
+
+
+def test_a_superres_chain_that_does_not_factor_is_refused_with_the_full_message(tmp_path):
+    """Bug: the message None or altered when no up-factor product gives the recorded resolution."""
+    tree = upstream_generator(make_G(CHAIN[:1], seed=8))
+    tree.img_resolution = 48
+    assert ema_refusal(tmp_path, tree) == ('G_ema: no superres chain with head_layers [4] from 16px to 48px reproduces '
+                                           'the recorded layers; tried nothing (the resolutions do not factor into 2, '
+                                           '4, 8, 16)')

@@ -85,13 +85,21 @@ def _stem_config(mapping: ModuleView, synthesis: ModuleView) -> GeneratorConfig:
         use_radial_filters=None if radial == (synthesis == 'stylegan3-r') else radial, **opts)
 
 
+def _recorded(layer: ModuleView, name: str) -> Any:
+    """A layer attribute as a plain number; a ConversionError names it when the pickle lacks it."""
+    value = layer.get(name)
+    if value is None:
+        raise ConversionError(f'{layer.path}.{name} is not recorded; not a StyleGAN-XL synthesis layer')
+    return _scalar(value)
+
+
 def _segments(names: list[str], layers: list[ModuleView]) -> list[list[str]]:
     """Split the recorded layer list where a stage begins (a non-critical layer whose band does not grow)."""
     segments: list[list[str]] = []
     for name, layer in zip(names, layers):
-        starts = (not bool(_scalar(layer.get('is_critically_sampled')))
-                  and math.isclose(float(_scalar(layer.get('in_cutoff'))), float(_scalar(layer.get('out_cutoff'))))
-                  and int(_scalar(layer.get('in_sampling_rate'))) == int(_scalar(layer.get('out_sampling_rate'))))
+        starts = (not bool(_recorded(layer, 'is_critically_sampled'))
+                  and math.isclose(float(_recorded(layer, 'in_cutoff')), float(_recorded(layer, 'out_cutoff')))
+                  and int(_recorded(layer, 'in_sampling_rate')) == int(_recorded(layer, 'out_sampling_rate')))
         if starts or not segments:
             segments.append([])
         segments[-1].append(name)
