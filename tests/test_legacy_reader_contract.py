@@ -336,3 +336,48 @@ def test_numpy_scalars_need_a_dtype_and_exactly_its_bytes():
 def test_module_hint_of_each_upstream_source(src, hint):
     """Bugs: the StyleGAN3 test joined with 'or', its class name altered or negated."""
     assert reader._module_hint(src) == hint
+
+
+# -- numpy arrays and dtypes as numpy pickles them; tensor layouts -----------------------------------------------------
+def object_subarray() -> np.ndarray:
+    out = np.empty(2, dtype=[('a', 'O', (2,)), ('b', 'u1')])
+    out['a'], out['b'] = [[1, 'x'], [2, 'y']], [3, 4]
+    return out
+
+
+@pytest.mark.parametrize('array', [
+    np.zeros(2, dtype=np.dtype([('a', 'u1'), ('b', '<f8')], align=True)), object_subarray(),
+    np.array(['ab', 'c']), np.array([1, 'a', None], dtype=object)],
+    ids=['aligned struct', 'object subarray field', 'unicode', 'object'])
+def test_numpy_arrays_with_flagged_dtypes_come_back(tmp_path, array):
+    """Bugs: the canonical dtype the flags are compared with built wrongly (None, no descr, not aligned, the plain
+    or the subarray branch misused): genuine arrays whose dtypes carry flags (aligned structs, object and unicode
+    items) would be refused as crafted."""
+    out = read_pickle(write(tmp_path, pickle.dumps(array, protocol=2)))
+    assert out.dtype == array.dtype and out.dtype.flags == array.dtype.flags and out.shape == array.shape
+    assert repr(out) == repr(array)   # the items too (object items make == ambiguous)
+
+
+def test_numpy_dtype_constructor_honours_align_and_refuses_non_strings():
+    """Bugs: align=True by default or passed as None; the message None or naming type(None)."""
+    assert reader._np_dtype('u1,f8').itemsize == 9 and reader._np_dtype('u1,f8', True).itemsize == 16
+    with pytest.raises(LegacyPickleError) as err:
+        reader._np_dtype(5)
+    assert str(err.value) == 'a numpy dtype should be named by a string, got int'
+    with pytest.raises(LegacyPickleError) as err:
+        reader._np_reconstruct(5)
+    assert str(err.value) == 'numpy _reconstruct may only build numpy.ndarray, got 5'
+
+
+@pytest.mark.parametrize('tensor', [torch.zeros(0, 3), torch.arange(3.0).expand(2, 3)], ids=['empty', 'stride 0'])
+def test_tensors_with_zero_sizes_or_strides_come_back(tmp_path, tensor):
+    """Bug: sizes and strides required to be positive ('> 0', '>= 1'): empty and expanded tensors refused."""
+    out = read_pickle(write(tmp_path, pickle.dumps(tensor, protocol=2)))
+    assert out.shape == tensor.shape and out.stride() == tensor.stride() and torch.equal(out, tensor)
+
+
+def test_bad_tensor_sizes_are_shown_in_the_message():
+    """Bug: the offending values shown as None."""
+    with pytest.raises(LegacyPickleError) as err:
+        reader._check_ints((1, -1), 'size')
+    assert str(err.value) == 'bad tensor size in the pickle: (1, -1)'

@@ -109,6 +109,13 @@ EQUIVALENT: dict[str, str] = {
        for i in (3, 6, 7)},
     'san_ext.legacy.unpickler.x__np_scalar__mutmut_13': 'count=1 dropped: the data was checked to be exactly one '
                                                         'item long, so frombuffer reads one item either way',
+    'san_ext.legacy.unpickler.x__np_dtype__mutmut_2': 'the `copy` argument is never read (always copy=True)',
+    **{f'san_ext.legacy.unpickler.x__np_reconstruct__mutmut_{i}': 'the `dtype` argument is never read'
+       for i in (1, 2)},
+    **{f'san_ext.legacy.unpickler.x__np_reconstruct__mutmut_{i}': "the placeholder's dtype and length: numpy's "
+                                                                  'pickles always follow with a BUILD whose state '
+                                                                  'replaces shape, dtype and data'
+       for i in (7, 9, 10)},
     'san_ext.legacy.convert.x_load_converted__mutmut_38': 'load_state_dict only tests `if strict:`, so None acts as '
                                                           'False',
 }
