@@ -12,6 +12,7 @@ import io
 import pickle
 import pickletools
 import struct
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -381,3 +382,76 @@ def test_bad_tensor_sizes_are_shown_in_the_message():
     with pytest.raises(LegacyPickleError) as err:
         reader._check_ints((1, -1), 'size')
     assert str(err.value) == 'bad tensor size in the pickle: (1, -1)'
+
+
+# -- tensor and parameter constructors ---------------------------------------------------------------------------------
+def typed_storage(n: int = 6) -> torch.storage.TypedStorage:
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return torch.arange(float(n)).storage()
+
+
+def test_rebuild_tensor_accepts_views_that_end_on_the_last_element():
+    """The bound is 'last index < numel': a view ending exactly on the storage's last element is fine."""
+    out = reader._rebuild_tensor(typed_storage(), 0, (2, 3), (3, 1))
+    assert torch.equal(out, torch.arange(6.0).reshape(2, 3))
+    assert torch.equal(reader._rebuild_tensor(typed_storage(), 1, (5,), (1,)), torch.arange(1.0, 6.0))
+
+
+@pytest.mark.parametrize('offset,size,stride', [(1, (6,), (1,)), (1, (2, 3), (3, 1)), (0, (7,), (1,))],
+                         ids=['offset', 'strided', 'long'])
+def test_rebuild_tensor_refuses_views_past_the_storage_with_the_full_message(offset, size, stride):
+    """Bugs: the bound computed with '/' or 'n - 2', or '>' instead of '>=' (the view overruns by one element and
+    torch's own error escapes); the message altered."""
+    with pytest.raises(LegacyPickleError) as err:
+        reader._rebuild_tensor(typed_storage(), offset, size, stride)
+    assert str(err.value) == (f'a tensor of size {size} at offset {offset} overruns its storage of 6 elements; the '
+                              'file is corrupt')
+
+
+@pytest.mark.parametrize('args,message', [
+    ((5, 0, (1,), (1,)), 'a tensor should be built on a typed storage, got int'),
+    (('S', -1, (2,), (1,)), 'bad tensor layout in the pickle: offset -1, size (2,), stride (1,)'),
+    (('S', 0, (2, 3), (1,)), 'bad tensor layout in the pickle: offset 0, size (2, 3), stride (1,)'),
+    (('S', 0, (2,), (-1,)), 'bad tensor stride in the pickle: (-1,)')],
+    ids=['not a storage', 'negative offset', 'rank mismatch', 'negative stride'])
+def test_rebuild_tensor_refusals_have_the_full_message(args, message):
+    """Bugs: the layout checks joined with 'and'; the messages None, naming type(None) or showing None; the stride
+    check's name altered."""
+    args = (typed_storage(), *args[1:]) if args[0] == 'S' else args
+    with pytest.raises(LegacyPickleError) as err:
+        reader._rebuild_tensor(*args)
+    assert type(err.value) is LegacyPickleError and str(err.value) == message
+
+
+def test_rebuild_tensor_keeps_torchs_storage_warning_to_itself():
+    """Bug: the warning filter's pattern altered: torch's TypedStorage deprecation leaks to the user on every
+    tensor (torch is told to warn every time here)."""
+    always = torch.storage._get_always_warn_typed_storage_removal()
+    storage = typed_storage()
+    torch.storage._set_always_warn_typed_storage_removal(True)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            reader._rebuild_tensor(storage, 0, (6,), (1,))
+    finally:
+        torch.storage._set_always_warn_typed_storage_removal(always)
+    assert [str(w.message) for w in caught if 'TypedStorage' in str(w.message)] == []
+
+
+def test_rebuild_parameter_requires_grad_for_floats_only_by_default():
+    """Bugs: requires_grad False by default (or read as None); not passed to Parameter, or joined with 'or' (an
+    integer tensor cannot require gradients: torch raises); the message None or naming type(None)."""
+    assert reader._rebuild_parameter(torch.zeros(2)).requires_grad
+    assert not reader._rebuild_parameter(torch.zeros(2), False).requires_grad
+    assert not reader._rebuild_parameter(torch.zeros(2, dtype=torch.long)).requires_grad
+    with pytest.raises(LegacyPickleError) as err:
+        reader._rebuild_parameter(5)
+    assert str(err.value) == 'a parameter should wrap a tensor, got int'
+
+
+def test_newobj_refusal_shows_the_class():
+    """Bug: the refused class shown as None."""
+    with pytest.raises(RefusedError) as err:
+        reader_for()._newobj(5)
+    assert str(err.value) == 'x.pkl: refused for safety: copyreg.__newobj__ on 5'

@@ -116,6 +116,14 @@ EQUIVALENT: dict[str, str] = {
                                                                   'pickles always follow with a BUILD whose state '
                                                                   'replaces shape, dtype and data'
        for i in (7, 9, 10)},
+    'san_ext.legacy.unpickler.x__rebuild_tensor__mutmut_1': 'the `requires_grad` argument is never read (parameters '
+                                                            'set it)',
+    **{f'san_ext.legacy.unpickler.x__rebuild_tensor__mutmut_{i}': 'warning filters match messages case-insensitively'
+       for i in (33, 34)},
+    'san_ext.legacy.unpickler.x__rebuild_tensor__mutmut_29': 'the block emits no warning but the TypedStorage one, so '
+                                                             'ignoring all of them ignores the same',
+    'san_ext.legacy.unpickler.x__rebuild_tensor__mutmut_63': "set_ replaces the placeholder's storage, size and "
+                                                             'stride, whatever its length',
     'san_ext.legacy.convert.x_load_converted__mutmut_38': 'load_state_dict only tests `if strict:`, so None acts as '
                                                           'False',
 }
