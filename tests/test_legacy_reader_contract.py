@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 import torch
 from legacy_payloads import write  # tests/legacy_payloads.py
+from messages import raised_message  # tests/messages.py
 
-from san_ext.bench.pickle_fuzz import op_call, op_global, op_int, op_str
+from san_ext.bench.pickle_fuzz import op_bytes, op_call, op_global, op_int, op_str, op_tuple
 from san_ext.legacy import LegacyPickleError, RefusedError, RefusedGlobalError, read_pickle
 from san_ext.legacy import unpickler as reader
 from san_ext.legacy.convert import ConversionError
@@ -455,3 +456,88 @@ def test_newobj_refusal_shows_the_class():
     with pytest.raises(RefusedError) as err:
         reader_for()._newobj(5)
     assert str(err.value) == 'x.pkl: refused for safety: copyreg.__newobj__ on 5'
+
+
+# -- storages, whole-file errors, containers, BUILD --------------------------------------------------------------------
+class Touch:
+    """Unpickles as ``Path(target).touch()``: proof that an unpickler ran something."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return Path.touch, (self.target,)
+
+
+def test_storage_bytes_are_decoded_weights_only(tmp_path):
+    """Bug: torch.load called with weights_only=False: a storage's bytes are a whole torch pickle, which then runs
+    what it names (here it would create the canary file)."""
+    canary = tmp_path / 'canary'
+    buf = io.BytesIO()
+    torch.save(Touch(canary), buf, _use_new_zipfile_serialization=False)
+    path = tmp_path / 'storage.pkl'
+    msg = read_refusal(path, op_call(G('torch.storage', '_load_from_bytes'), [op_bytes(buf.getvalue())]) + b'.',
+                       LegacyPickleError)
+    assert not canary.exists() and msg.startswith(f'{path} is not a readable StyleGAN-XL / StyleSAN-XL network')
+
+
+def test_storage_constructor_messages():
+    """Bugs: the messages None or naming type(None)."""
+    with pytest.raises(LegacyPickleError) as err:
+        reader._load_from_bytes(5)
+    assert str(err.value) == 'a tensor storage should be bytes, got int'
+    buf = io.BytesIO()
+    torch.save(torch.zeros(2), buf, _use_new_zipfile_serialization=False)
+    with pytest.raises(LegacyPickleError) as err:
+        reader._load_from_bytes(buf.getvalue())
+    assert str(err.value) == 'a tensor storage decoded to Tensor, expected a typed storage'
+
+
+def test_whole_file_errors_have_the_full_message(tmp_path):
+    """Bugs: the open failure's message None; the zip sentence altered; the wrapped error's type or text shown
+    wrongly, or cut at another length than 300 characters."""
+    missing = tmp_path / 'missing.pkl'
+    msg = raised_message(read_pickle, missing, error=LegacyPickleError)
+    assert msg == f"cannot open {str(missing)!r} (No such file or directory); pass the path of a StyleGAN-XL .pkl"
+    zipped = tmp_path / 'zipped.pkl'
+    torch.save({'a': 1}, zipped)
+    assert raised_message(read_pickle, zipped, error=LegacyPickleError) == (
+        f'{zipped} is a zip archive (torch.save format), not a StyleGAN-XL network pickle; san_ext.legacy reads the '
+        '.pkl files that StyleGAN-XL and StyleSAN-XL release')
+    long_name = 'q' * 400
+    path = write(tmp_path, op_call(G('numpy', 'dtype'), [op_str(long_name)]) + b'.')
+    error = f"data type '{long_name}' not understood"
+    with pytest.raises(TypeError, match=error):
+        np.dtype(long_name)
+    assert raised_message(read_pickle, path, error=LegacyPickleError) == (
+        f'{path} is not a readable StyleGAN-XL / StyleSAN-XL network pickle (TypeError: {error[:300]})')
+
+
+def test_filling_a_non_container_is_refused_with_the_full_message(tmp_path):
+    """Bugs: the message naming type(None), or its tail altered."""
+    path = tmp_path / 'fill.pkl'
+    msg = read_refusal(path, op_call(G('collections', 'OrderedDict'), []) + op_int(1) + b'a.')
+    assert msg == (f'{path}: refused for safety: APPEND on a OrderedDict object; a pickle fills only the lists, dicts '
+                   'and sets it made')
+
+
+def test_build_refusals_name_the_file(tmp_path):
+    """Bugs: BUILD's refusal text altered; the dtype-flags check not given the file's path."""
+    path = tmp_path / 'build.pkl'
+    assert read_refusal(path, b']}b.') == (f'{path}: refused for safety: the pickle sets the state (BUILD) of a list '
+                                           'object; only recorded objects, numpy arrays and dtypes take state from '
+                                           'a pickle')
+    state = list(np.dtype('<i8').__reduce__()[2])
+    state[-1] = 63   # "holds object pointers" and more, on an int64
+    flagged = G('numpy', 'dtype') + op_tuple([op_str('i8'), b'\x89', b'\x88']) + b'R' + pickle.dumps(
+        tuple(state), protocol=2)[2:-1] + b'b.'
+    path = tmp_path / 'dtype.pkl'
+    msg = read_refusal(path, flagged, LegacyPickleError)
+    assert msg == (f'{path}: a numpy dtype int64 with flags 63 (numpy derives 0 for it); the file is corrupt or '
+                   'crafted')
+
+
+def test_module_namespaces_are_module_references():
+    """Bug: the namespace recorded without its module name."""
+    ref = reader_for().resolve('pg_modules.blocks', '__dict__')
+    assert type(ref) is ModuleRef and ref.qualname == 'pg_modules.blocks'
