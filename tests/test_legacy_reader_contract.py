@@ -541,3 +541,23 @@ def test_module_namespaces_are_module_references():
     """Bug: the namespace recorded without its module name."""
     ref = reader_for().resolve('pg_modules.blocks', '__dict__')
     assert type(ref) is ModuleRef and ref.qualname == 'pg_modules.blocks'
+
+
+def test_easydict_stand_in_is_a_slotted_dict_named_as_a_record():
+    """Bugs: the stand-in's __module__, __qualname__ or __slots__ entries misspelt (it would claim another module,
+    show another name, or take arbitrary attributes through a __dict__)."""
+    easydict = reader_for()._easydict
+    obj = easydict(a=1)
+    assert easydict.__module__ == 'san_ext.legacy.unpickler' and easydict.__qualname__ == 'Record[EasyDict]'
+    assert not hasattr(obj, '__dict__') and obj == {'a': 1}
+    with pytest.raises(AttributeError):
+        obj.anything = 1
+
+
+def test_dill_module_reference_resolves_dills_helpers():
+    """Bug: the dill._dill reference recorded under another name: dill's helpers fetched through it get refused."""
+    r = reader_for()
+    dill_module = r.resolve('dill', '_dill')
+    assert type(dill_module) is ModuleRef and dill_module.qualname == 'dill._dill'
+    cell = r._getattr(dill_module, '_create_cell')(7)
+    assert type(cell) is CallRecord and cell.qualname == 'call.dill._create_cell'
