@@ -46,6 +46,7 @@ from torch import nn
 from san_ext import legacy
 from san_ext.checkpoint import load_generator
 from san_ext.layers import SANConv2d, SANEmbedding
+from san_ext.legacy.discriminator import convert_discriminator
 from san_ext.networks import SuperresGenerator as SR
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -236,6 +237,10 @@ def test_load_converts_G_G_ema_and_D_exactly(pickles, nets):
     assert meta['training_set_kwargs']['resolution'] == 32 and len(meta['sha256']) == 64
     dropped = meta['reports']['D']['dropped']
     assert len(dropped) == 6 and all('.pretrained.model.' in k for k in dropped)
+    assert set(dropped.values()) == {'ViT final norm / classifier heads: unused by the 4 hooked blocks'}
+    assert meta['reports']['D']['component'] == 'D'
+    assert meta['reports']['D']['rewritten'] == ['class rows of every mini-disc cut to the first c_dim=10 (upstream '
+                                                 'always allocates 1000)']
 
 
 def test_superres_chain_and_unconditional_stem_are_inferred(tmp_path):
@@ -268,11 +273,17 @@ def test_plain_heads_convert_to_san_heads_with_the_same_logits(tmp_path, pickles
     out = legacy.load(pickles['sgxl'], components=('G_ema', 'D'), san=True)
     assert isinstance(out.D.discriminators['tf_efficientnet_lite0'].mini_discs['0'].embed, SANEmbedding)
     torch.testing.assert_close(_head_logits(out.D), _head_logits(D_plain), rtol=1e-5, atol=1e-5)
+    assert out.meta['reports']['D']['rewritten'][0] == ('plain StyleGAN-XL heads -> SAN heads, same function: class '
+                                                        'projection embed_proj(embed(c)) -> SANEmbedding rows '
+                                                        '(direction, scale)')
     uncond = make_D(san=False, c_dim=0)
     G = make_G(CHAIN[:1], c_dim=0)
     path = dump(tmp_path / 'uncond.pkl', snapshot_dict(G, G, upstream_discriminator(uncond, False)))
     out = legacy.load(path, components=('G', 'D'), san=True)
     assert isinstance(out.D.discriminators['tf_efficientnet_lite0'].mini_discs['0'].last_layer, SANConv2d)
+    assert out.meta['reports']['D']['rewritten'] == ['plain StyleGAN-XL heads -> SAN heads, same function: last '
+                                                     'spectral-norm conv -> SANConv2d (direction W/||W||, scale '
+                                                     '||W||)']
     torch.testing.assert_close(_head_logits(out.D), _head_logits(uncond), rtol=1e-5, atol=1e-5)
 
 
@@ -281,6 +292,7 @@ def test_san_pickle_keeps_san_heads_and_refuses_plain(pickles, nets):
     out = legacy.load(pickles['ssxl'], components=('G_ema', 'D'))
     assert out.meta['kind'] == 'stylesan-xl' and out.D.cfg.san
     assert_same_tensors(out.D, D_san)
+    assert not any('SAN heads' in note for note in out.meta['reports']['D']['rewritten'])  # nothing was rewritten
     with pytest.raises(legacy.ConversionError, match='SAN heads'):
         legacy.load(pickles['ssxl'], components=('D',), san=False)
 
@@ -305,6 +317,19 @@ def test_strict_load_of_D_names_unmapped_tensors(tmp_path, nets):
         legacy.load(path, components=('G_ema', 'D'))
     out = legacy.load(path, components=('G_ema', 'D'), strict=False)
     assert out.meta['reports']['D']['unexpected'] == ['bogus']
+    with pytest.raises(legacy.ConversionError, match=r'no rule maps: bogus'):   # strict by default
+        convert_discriminator(legacy.read_pickle(path)['D'], c_dim=10, img_resolution=32)
+
+
+def test_unconditional_san_pickle_keeps_its_heads(tmp_path):
+    """Bugs: the unconditional SAN branch taken for another class count ('c_dim == 1'), or its last_layer keys
+    looked up under another name (the heads would stay at their init)."""
+    D = make_D(san=True, c_dim=0)
+    G = make_G(CHAIN[:1], c_dim=0)
+    path = dump(tmp_path / 'ssxl_uncond.pkl', snapshot_dict(G, G, upstream_discriminator(D, True)))
+    out = legacy.load(path, components=('G', 'D'))
+    assert out.D.cfg.san and out.D.cfg.c_dim == 0 and out.meta['kind'] == 'stylesan-xl'
+    assert_same_tensors(out.D, D)
 
 
 def test_released_pickle_is_a_superres_stem(pickles, nets):

@@ -329,8 +329,9 @@ def heads(n: int, kind: str = 'cond', cmap_dim: int = 48, n_classes: int = 7, em
 
 def projected_d(kind: str = 'cond', proj_type: Optional[int] = 2, **attrs) -> ModuleView:
     """Two backbones whose settings differ, so that reading the second one shows."""
-    first = rec('F_RandomProj', cout=64, expand=True, **({} if proj_type is None else {'proj_type': proj_type}))
-    second = rec('F_RandomProj', cout=32, expand=False, proj_type=2)
+    recorded = {} if proj_type is None else {'proj_type': proj_type, 'cout': 48, 'expand': False}
+    first = rec('F_RandomProj', **recorded)   # proj_type None: nothing recorded, upstream's defaults apply
+    second = rec('F_RandomProj', cout=32, expand=True, proj_type=2)
     D = rec('ProjectedDiscriminator', {
         'feature_networks': rec('ModuleDict', {'bb0': first, 'bb1': second}),
         'discriminators': rec('ModuleDict', {'bb0': heads(3, kind), 'bb1': heads(2, kind, cmap_dim=16, n_classes=5,
@@ -346,24 +347,54 @@ def test_discriminator_config_comes_from_the_first_backbone_and_its_heads():
     cfg, is_san = infer_discriminator_config(projected_d(), c_dim=None, img_resolution=64)
     assert not is_san
     assert (cfg.backbones, cfg.c_dim, cfg.img_resolution, cfg.san) == (('bb0', 'bb1'), 7, 64, False)
-    assert (cfg.num_discs, cfg.cout, cfg.expand, cfg.cmap_dim, cfg.embed_dim) == (3, 64, True, 48, 100)
-    assert cfg.diffaug == 'color,translation,cutout' and not cfg.pretrained
+    assert (cfg.num_discs, cfg.cout, cfg.expand, cfg.cmap_dim, cfg.embed_dim) == (3, 48, False, 48, 100)
+    assert cfg.diffaug == 'color,translation,cutout' and cfg.pretrained is False
     cfg, _ = infer_discriminator_config(projected_d(), c_dim=10, img_resolution=None)
     assert (cfg.c_dim, cfg.img_resolution) == (10, 256)
 
 
 @pytest.mark.parametrize('kind,san,expect', [('uncond', None, (0, 320, False)), ('san-cond', None, (7, 320, True)),
                                              ('cond', True, (7, 100, True))])
-def test_discriminator_embed_dim_is_read_only_for_plain_conditional_heads(kind, san, expect):
-    """Bugs: embed_dim None or 321 by default; read from SAN heads too ('cond and is_san')."""
-    cfg, _ = infer_discriminator_config(projected_d(kind, diffaug=False), c_dim=None, img_resolution=32, san=san)
+@pytest.mark.parametrize('c_dim', [None, 7])
+def test_discriminator_embed_dim_is_read_only_for_plain_conditional_heads(kind, san, expect, c_dim):
+    """Bugs: embed_dim None or 321 by default; read from SAN heads too ('cond and is_san'); the generator's class
+    count given to unconditional heads ('if cond or True')."""
+    cfg, _ = infer_discriminator_config(projected_d(kind, diffaug=False), c_dim=c_dim, img_resolution=32, san=san)
     assert (cfg.c_dim, cfg.embed_dim, cfg.san) == expect and cfg.diffaug == ''
 
 
-def test_discriminator_without_a_recorded_proj_type_is_the_default_projection():
-    """Bugs: the missing proj_type read as None (int(None) fails) or defaulting to anything but 2."""
+def test_discriminator_without_recorded_projection_settings_takes_upstreams_defaults():
+    """Bugs: a missing proj_type, cout or expand read as None (int(None) fails) or defaulting to anything but
+    upstream's 2, 64, True."""
     cfg, _ = infer_discriminator_config(projected_d(proj_type=None), c_dim=None, img_resolution=64)
-    assert cfg.cout == 64
+    assert (cfg.cout, cfg.expand) == (64, True)
+
+
+def test_a_single_conditional_head_is_conditional():
+    """Bug: the head type read from the second mini-discriminator (there is none here)."""
+    D = rec('ProjectedDiscriminator', {'feature_networks': rec('ModuleDict', {'bb0': rec('F_RandomProj')}),
+                                       'discriminators': rec('ModuleDict', {'bb0': heads(1)})}, backbones=['bb0'])
+    cfg, _ = infer_discriminator_config(ModuleView(D, 'D'), c_dim=None, img_resolution=64)
+    assert (cfg.c_dim, cfg.num_discs) == (7, 1)
+
+
+def test_backbones_of_an_unsupported_kind_are_refused_by_name(monkeypatch):
+    """Bug: the message None."""
+    from san_ext.legacy import discriminator
+    view = projected_d()
+    cfg, _ = infer_discriminator_config(view, c_dim=None, img_resolution=64)
+    monkeypatch.setattr(discriminator, 'backbone_kind', lambda name: 'swin')
+    msg = raised_message(discriminator._feature_tensors, view, cfg, ConversionReport('D'), error=ConversionError)
+    assert msg == "backbone 'bb0': converting its weights is not supported"
+
+
+def test_load_passes_extra_classes_to_the_reader(tmp_path, stem_tree):
+    """Bug: extra_classes not passed on: a class the user vouches for is still refused."""
+    path = dump(tmp_path / 'aug.pkl', {'G_ema': stem_tree, 'augment_pipe': upstream('my_pkg.aug.Pipe')()})
+    with pytest.raises(legacy.RefusedGlobalError):
+        legacy.load(path, components=('G_ema',))
+    out = legacy.load(path, components=('G_ema',), extra_classes=[('my_pkg.aug', 'Pipe')])
+    assert out.meta['augment_pipe'] == 'my_pkg.aug.Pipe (not converted)'
 
 
 @pytest.mark.parametrize('case', ['proj_type', 'class', 'san'])

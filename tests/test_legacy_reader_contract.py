@@ -8,6 +8,7 @@ leave behind. Each test names the planted bug it fails on.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 import pickletools
@@ -26,7 +27,7 @@ from san_ext.bench.pickle_fuzz import op_bytes, op_call, op_global, op_int, op_s
 from san_ext.legacy import LegacyPickleError, RefusedError, RefusedGlobalError, read_pickle
 from san_ext.legacy import unpickler as reader
 from san_ext.legacy.convert import ConversionError
-from san_ext.legacy.records import AttrRecord, CallRecord, ModuleRef, ModuleView, Record, record_class
+from san_ext.legacy.records import AttrRecord, CallRecord, ModuleRef, ModuleView, PersistentRecord, Record, record_class
 
 G = op_global
 
@@ -561,3 +562,18 @@ def test_dill_module_reference_resolves_dills_helpers():
     assert type(dill_module) is ModuleRef and dill_module.qualname == 'dill._dill'
     cell = r._getattr(dill_module, '_create_cell')(7)
     assert type(cell) is CallRecord and cell.qualname == 'call.dill._create_cell'
+
+
+def test_record_classes_and_module_references_describe_themselves():
+    """Bugs: record classes claiming another __module__ (misspelt key); a module reference's name not empty."""
+    cls = record_class('pg_modules.blocks', 'DownBlock')
+    assert cls.__module__ == 'san_ext.legacy.records' and cls.__qualname__ == 'Record[pg_modules.blocks.DownBlock]'
+    ref = ModuleRef('timm.models')
+    assert (ref.qualname, ref.class_name) == ('timm.models', '')
+
+
+def test_persistent_source_hash_survives_lone_surrogates():
+    """Bugs: the source encoded strictly, or with a misspelt error handler: a source holding a lone surrogate (which
+    pickle can carry) would raise instead of being hashed."""
+    rec = PersistentRecord('Generator', {}, 6, 'a\ud800b', 'training.networks_stylegan2')
+    assert rec.module_src_sha256 == hashlib.sha256(b'a?b').hexdigest() and rec.version == 6

@@ -157,8 +157,7 @@ def _class_vectors(disc: dict[str, torch.Tensor], c_dim: int) -> torch.Tensor:
     return F.leaky_relu(e @ (w / math.sqrt(w.shape[1])).t() + b, 0.2) * math.sqrt(2)  # [c_dim, cmap_dim]
 
 
-def _head_tensors(disc: ModuleView, prefix: str, cfg: DiscriminatorConfig, is_san: bool,
-                  report: ConversionReport) -> dict:
+def _head_tensors(disc: ModuleView, prefix: str, cfg: DiscriminatorConfig, is_san: bool) -> dict:
     t = disc.tensors()
     out = {f'{prefix}.{k}': v for k, v in t.items() if k.startswith(('main.', 'cls.'))}
     if cfg.c_dim == 0 and not is_san:  # plain SingleDisc: the final SN conv is the last entry of `main`
@@ -195,8 +194,7 @@ def convert_discriminator(record: Any, c_dim: Optional[int] = None, img_resoluti
     tensors = _feature_tensors(view, cfg, report)
     for bb in cfg.backbones:
         for i, disc in view.child('discriminators').child(bb).child('mini_discs').children():
-            tensors.update(_head_tensors(disc, f'discriminators.{bb.replace(".", "_")}.mini_discs.{i}', cfg, is_san,
-                                         report))
+            tensors.update(_head_tensors(disc, f'discriminators.{bb.replace(".", "_")}.mini_discs.{i}', cfg, is_san))
     for name, t in view.tensors().items():  # tensors outside the two trees: no rule maps them (strict refuses)
         if not name.startswith(('feature_networks.', 'discriminators.')):
             tensors[name] = t
