@@ -32,7 +32,8 @@ from torch import nn
 from san_ext import legacy
 from san_ext.legacy.convert import ConversionError, ConversionReport, load_converted
 from san_ext.legacy.discriminator import infer_discriminator_config
-from san_ext.legacy.records import ModuleView, Record, record_class
+from san_ext.legacy.generator import _stem_config
+from san_ext.legacy.records import ModuleView, PersistentRecord, Record, record_class
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -478,3 +479,68 @@ def test_a_superres_chain_that_does_not_factor_is_refused_with_the_full_message(
     assert ema_refusal(tmp_path, tree) == ('G_ema: no superres chain with head_layers [4] from 16px to 48px reproduces '
                                            'the recorded layers; tried nothing (the resolutions do not factor into 2, '
                                            '4, 8, 16)')
+
+
+# -- the stem configuration from recorded constructor arguments --------------------------------------------------------
+def stem_views(synthesis_kwargs: dict, mapping_kwargs: Optional[dict] = None, embed_dim: Optional[int] = None):
+    """(mapping, synthesis) views of persistent records holding only the given _init_kwargs."""
+    def persistent_record(name: str, kwargs: dict, modules: Optional[dict] = None) -> PersistentRecord:
+        state = {'_init_kwargs': kwargs, '_modules': modules or {}, '_parameters': {}, '_buffers': {}}
+        return PersistentRecord(name, state, 6, '', 'training.networks_stylegan3')
+    modules = {}
+    if embed_dim is not None:
+        modules['embed'] = rec('Embedding', params={'weight': torch.zeros(1000, embed_dim)})
+    mapping = persistent_record('MappingNetwork', {'z_dim': 64, 'w_dim': 128, **(mapping_kwargs or {})}, modules)
+    synthesis = persistent_record('SynthesisNetwork', {'img_resolution': 16, **synthesis_kwargs})
+    return ModuleView(mapping, 'G.mapping'), ModuleView(synthesis, 'G.synthesis')
+
+
+def test_stem_config_takes_upstreams_defaults_for_what_is_not_recorded():
+    """Bugs: the defaults of conv_kernel, use_radial_filters, channel_base / channel_max, img_channels or the embed
+    width altered or lost; the embedding looked up under another name."""
+    cfg = _stem_config(*stem_views({}))
+    assert (cfg.synthesis, cfg.conv_kernel, cfg.use_radial_filters) == ('stylegan3-t', None, None)
+    assert (cfg.channel_base, cfg.channel_max, cfg.img_channels, cfg.embed_dim) == (16384, 256, 3, 320)
+    assert (cfg.mapping_layers, cfg.mapping_lr_multiplier, cfg.c_dim) == (2, 0.01, 0)
+    assert _stem_config(*stem_views({}, embed_dim=512)).embed_dim == 512
+
+
+def test_stem_config_reads_what_is_recorded():
+    """Bugs: recorded img_channels or the mapping's lr_multiplier looked up under another name."""
+    cfg = _stem_config(*stem_views({'img_channels': 1, 'channel_base': 4096, 'channel_max': 128},
+                                   {'lr_multiplier': 0.05, 'num_layers': 4, 'c_dim': 10}))
+    assert (cfg.img_channels, cfg.channel_base, cfg.channel_max) == (1, 2048, 64)
+    assert (cfg.mapping_lr_multiplier, cfg.mapping_layers, cfg.c_dim) == (0.05, 4, 10)
+
+
+@pytest.mark.parametrize('kernel,radial,expect', [
+    (1, True, ('stylegan3-r', None, None, 32768 // 4)), (3, True, ('stylegan3-t', None, True, 32768 // 2)),
+    (1, False, ('stylegan3-t', 1, None, 32768 // 2)), (2, True, ('stylegan3-t', 2, True, 32768 // 2))],
+    ids=['R', 'T radial', 'T kernel 1', 'T kernel 2'])
+def test_stem_config_tells_R_from_T_by_kernel_and_radial_filters(kernel, radial, expect):
+    """Bugs: conv_kernel looked up under another name; R recognised by another kernel (2) or named otherwise; the
+    recorded radial flag dropped for T; R's kernel 1 reported as a non-default."""
+    cfg = _stem_config(*stem_views({'conv_kernel': kernel, 'use_radial_filters': radial, 'channel_base': 32768}))
+    assert (cfg.synthesis, cfg.conv_kernel, cfg.use_radial_filters, cfg.channel_base) == expect
+
+
+def test_superres_head_layers_default_and_a_contradicting_up_factor(tmp_path):
+    """Bugs: the head count of a superres stage without a recorded head_layers taken as one more or one less than its
+    layers; a recorded up_factor not checked (a spelling that never matches)."""
+    G = make_G(CHAIN[:1], seed=9)
+    tree = upstream_generator(G)
+    del tree._init_kwargs['head_layers']
+    spec = legacy.read_generator_spec(dump(tmp_path / 'sr.pkl', {'G_ema': tree}))
+    assert [(s['head_layers'], s['up_factor']) for s in spec['stages']] == [(4, 2)]
+    tree._init_kwargs['up_factor'] = 4
+    msg = raised_message(legacy.read_generator_spec, dump(tmp_path / 'sr4.pkl', {'G_ema': tree}), error=ConversionError)
+    assert msg.startswith('G_ema: no superres chain with head_layers [4] from 16px to 32px reproduces the recorded '
+                          'layers; tried nothing')
+
+
+def test_newobj_with_arguments_that_are_not_a_tuple_is_refused(tmp_path):
+    """Bug: the NEWOBJ message None or naming type(None)."""
+    path = tmp_path / 'newobj.pkl'
+    path.write_bytes(b'\x80\x02' + b'cpg_modules.blocks\nDownBlock\n' + b']\x81.')
+    msg = raised_message(legacy.read_pickle, path, error=legacy.LegacyPickleError)
+    assert msg == f'{path}: NEWOBJ arguments must be a tuple, got list'

@@ -131,6 +131,20 @@ EQUIVALENT: dict[str, str] = {
     **{f'san_ext.legacy.unpickler.x_read_pickle__mutmut_{i}': 'reading more than 4 bytes for the zip check changes '
                                                               'nothing: startswith, then seek(0)' for i in (14, 15)},
     'san_ext.legacy.unpickler.xǁ_Unpicklerǁ__init____mutmut_1': 'read_pickle always passes the file size',
+    **{name: "type() takes __module__ from the calling module's globals, which is the same module"
+       for name in ('san_ext.legacy.unpickler.xǁ_Unpicklerǁ__init____mutmut_18',
+                    'san_ext.legacy.unpickler.xǁ_Unpicklerǁ__init____mutmut_19',
+                    'san_ext.legacy.records.x_record_class__mutmut_11',
+                    'san_ext.legacy.records.x_record_class__mutmut_12')},
+    'san_ext.legacy.records.xǁPersistentRecordǁ__init____mutmut_11': "codec names are case-insensitive: 'UTF-8' is "
+                                                                     'utf-8',
+    'san_ext.legacy.allowlist.x_is_torch_nn_class__mutmut_7': 'no public torch.nn attribute starting with an '
+                                                              'underscore is an nn.Module class (checked on the '
+                                                              'installed torch)',
+    **{f'san_ext.legacy.x__meta__mutmut_{i}': "the D view's path only appears in a ConversionError that _meta catches"
+       for i in (11, 13, 16, 17)},
+    'san_ext.legacy.generator.x__segments__mutmut_53': 'only the lengths of the segments are read',
+    'san_ext.legacy.generator.x__stem_config__mutmut_23': 'bool(None) is False, the same as the default it drops',
     'san_ext.legacy.convert.x_load_converted__mutmut_38': 'load_state_dict only tests `if strict:`, so None acts as '
                                                           'False',
 }
@@ -144,6 +158,7 @@ NEEDS_GPU: dict[str, str] = {
        for fn, i in (('merge', 7), ('merge', 10), ('from_state_dict', 12), ('from_state_dict', 14), ('load', 5),
                      ('load', 7), ('__init__', 12), ('__init__', 15), ('__init__', 20), ('__init__', 24),
                      ('update', 11), ('update', 13))},
+    'san_ext.legacy.x_load__mutmut_122': 'test_load_moves_the_networks_to_the_device',
 }
 
 
