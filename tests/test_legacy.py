@@ -284,6 +284,9 @@ def test_plain_heads_convert_to_san_heads_with_the_same_logits(tmp_path, pickles
     assert out.meta['reports']['D']['rewritten'] == ['plain StyleGAN-XL heads -> SAN heads, same function: last '
                                                      'spectral-norm conv -> SANConv2d (direction W/||W||, scale '
                                                      '||W||)']
+    kept = legacy.load(path, components=('G', 'D'))   # plain heads stay plain: the last conv is renamed, not split
+    assert not kept.D.cfg.san and kept.meta['reports']['D']['rewritten'] == []
+    assert_same_tensors(kept.D, uncond)
     torch.testing.assert_close(_head_logits(out.D), _head_logits(uncond), rtol=1e-5, atol=1e-5)
 
 

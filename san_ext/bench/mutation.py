@@ -145,6 +145,11 @@ EQUIVALENT: dict[str, str] = {
        for i in (11, 13, 16, 17)},
     'san_ext.legacy.generator.x__segments__mutmut_53': 'only the lengths of the segments are read',
     'san_ext.legacy.generator.x__stem_config__mutmut_23': 'bool(None) is False, the same as the default it drops',
+    **{f'san_ext.legacy.discriminator.x__head_tensors__mutmut_{i}': "the last conv's keys are main.<i>.<tensor>: "
+                                                                    'every split gives the same third part'
+       for i in (25, 26, 28)},
+    'san_ext.legacy.discriminator.x_convert_discriminator__mutmut_57': 'the values of keys that no rule maps are never '
+                                                                       'read (they are only listed as unexpected)',
     'san_ext.legacy.convert.x_load_converted__mutmut_38': 'load_state_dict only tests `if strict:`, so None acts as '
                                                           'False',
 }
