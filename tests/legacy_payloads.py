@@ -14,8 +14,19 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
+import pytest
 
 from san_ext.bench.pickle_fuzz import op_bytes, op_call, op_global, op_int, op_str, op_tuple
+
+
+def refused_message(path: Path, data: bytes, error: type) -> str:
+    """The message ``read_pickle`` raises for ``data`` written to ``path``, checking that it is exactly ``error``."""
+    from san_ext.legacy import read_pickle
+    path.write_bytes(data)
+    with pytest.raises(error) as err:
+        read_pickle(path)
+    assert type(err.value) is error
+    return str(err.value)
 
 
 def write(tmp_path: Path, data: bytes, name: str = 'payload.pkl') -> Path:

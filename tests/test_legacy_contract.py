@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from legacy_payloads import write  # tests/legacy_payloads.py
+from legacy_payloads import refused_message, write  # tests/legacy_payloads.py
 from legacy_pickles import dump, fake_function  # tests/legacy_pickles.py: writers of upstream-format pickles
 
 from san_ext.bench.pickle_fuzz import op_call, op_global, op_int, op_str, op_tuple
@@ -27,15 +27,6 @@ from san_ext.legacy.discriminator import _class_vectors, _split_direction
 from san_ext.legacy.records import ModuleView, Record, record_class
 
 G, s = op_global, op_str
-
-
-def refused_message(path: Path, data: bytes, error: type = LegacyPickleError) -> str:
-    """The message read_pickle raises for ``data`` written to ``path``, checking the exact error class."""
-    path.write_bytes(data)
-    with pytest.raises(error) as err:
-        read_pickle(path)
-    assert type(err.value) is error
-    return str(err.value)
 
 
 # -- calls the reader refuses: stored references and functions rebuilt by value ----------------------------------------
@@ -73,7 +64,7 @@ def test_bad_device_arguments_are_refused_with_the_full_message(tmp_path, args, 
     """Bugs: the count check made '<= 3' or joined to the type check with 'and' (three ints/strings, or one float,
     reach torch.device and fail there with another message); the message None or showing None for the arguments."""
     path = tmp_path / 'dev.pkl'
-    msg = refused_message(path, op_call(G('torch', 'device'), args) + b'.')
+    msg = refused_message(path, op_call(G('torch', 'device'), args) + b'.', LegacyPickleError)
     assert msg == f'{path}: bad torch.device arguments in the pickle: {shown}'
 
 
@@ -108,7 +99,7 @@ def test_newobj_ex_with_keywords_is_refused_with_the_full_message(tmp_path, kwar
     """Bugs: the check joined with 'and' (non-empty keywords, or empty non-dict ones, pass); the message None,
     showing None for the keywords, or its tail altered."""
     path = tmp_path / 'ex.pkl'
-    msg = refused_message(path, b'\x80\x04' + _CLS + _ARGS + kwargs + b'\x92.')
+    msg = refused_message(path, b'\x80\x04' + _CLS + _ARGS + kwargs + b'\x92.', LegacyPickleError)
     assert msg == f'{path}: NEWOBJ_EX with keyword arguments {shown}; upstream pickles pass none'
 
 

@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 import pytest
 import torch
-from legacy_payloads import write  # tests/legacy_payloads.py
+from legacy_payloads import refused_message, write  # tests/legacy_payloads.py
 from messages import raised_message  # tests/messages.py
 
 from san_ext.bench.pickle_fuzz import op_bytes, op_call, op_global, op_int, op_str, op_tuple
@@ -36,20 +36,11 @@ def reader_for(path: str = 'x.pkl') -> reader._Unpickler:
     return reader._Unpickler(io.BytesIO(), path)
 
 
-def read_refusal(path: Path, data: bytes, error: type = RefusedError) -> str:
-    """The message ``read_pickle`` raises for ``data`` written to ``path``, checking the exact error class."""
-    path.write_bytes(data)
-    with pytest.raises(error) as err:
-        read_pickle(path)
-    assert type(err.value) is error
-    return str(err.value)
-
-
 # -- refused globals and extension codes -------------------------------------------------------------------------------
 def test_refused_global_message_names_the_global_the_file_and_the_way_out(tmp_path):
     """Bug: the allow-list sentence of RefusedGlobalError altered ('XX...XX', upper or lower case)."""
     path = tmp_path / 'evil.pkl'
-    msg = read_refusal(path, op_call(G('os', 'system'), [op_str('true')]) + b'.', RefusedGlobalError)
+    msg = refused_message(path, op_call(G('os', 'system'), [op_str('true')]) + b'.', RefusedGlobalError)
     assert msg == (f'{path}: refused for safety: the pickle names the global os.system, which is not on the allow-list '
                    'of StyleGAN-XL / StyleSAN-XL classes (san_ext/legacy/allowlist.py). Nothing from the file was run '
                    "or imported. If this is a genuine upstream pickle with a class we do not know, pass "
@@ -62,7 +53,7 @@ def test_refused_global_message_names_the_global_the_file_and_the_way_out(tmp_pa
 def test_extension_codes_are_refused_with_the_full_message(tmp_path, op):
     """Bug: the extension-code refusal's text altered."""
     path = tmp_path / 'ext.pkl'
-    msg = read_refusal(path, b'\x80\x02' + op + b'.')
+    msg = refused_message(path, b'\x80\x02' + op + b'.', RefusedError)
     assert msg == (f"{path}: refused for safety: the pickle uses an extension code (EXT1/2/4, names looked up in "
                    "copyreg's process-wide registry); upstream pickles use none")
 
@@ -117,7 +108,7 @@ def test_bytearray8_length_past_the_end_is_reported_unsigned(tmp_path):
     the message shows a negative size."""
     n = 2 ** 63 + 5
     path = tmp_path / 'long.pkl'
-    msg = read_refusal(path, b'\x80\x05\x96' + struct.pack('<Q', n) + b'abc.', LegacyPickleError)
+    msg = refused_message(path, b'\x80\x05\x96' + struct.pack('<Q', n) + b'abc.', LegacyPickleError)
     assert msg == f'{path}: a {n}-byte array runs past the end of the file (truncated?)'
 
 
@@ -213,7 +204,7 @@ def test_calling_a_recorded_getattr_is_refused(tmp_path):
     cls = G('pg_modules.blocks', 'DownBlock')
     looked_up = op_call(G('builtins', 'getattr'), [op_call(cls, []), op_str('forward')])
     path = tmp_path / 'call.pkl'
-    msg = read_refusal(path, op_call(looked_up, [op_int(1)]) + b'.')
+    msg = refused_message(path, op_call(looked_up, [op_int(1)]) + b'.', RefusedError)
     assert msg == (f"{path}: the pickle calls the attribute 'forward' of <record pg_modules.blocks.DownBlock>; "
                    'refused for safety')
 
@@ -477,7 +468,7 @@ def test_storage_bytes_are_decoded_weights_only(tmp_path):
     buf = io.BytesIO()
     torch.save(Touch(canary), buf, _use_new_zipfile_serialization=False)
     path = tmp_path / 'storage.pkl'
-    msg = read_refusal(path, op_call(G('torch.storage', '_load_from_bytes'), [op_bytes(buf.getvalue())]) + b'.',
+    msg = refused_message(path, op_call(G('torch.storage', '_load_from_bytes'), [op_bytes(buf.getvalue())]) + b'.',
                        LegacyPickleError)
     assert not canary.exists() and msg.startswith(f'{path} is not a readable StyleGAN-XL / StyleSAN-XL network')
 
@@ -517,7 +508,7 @@ def test_whole_file_errors_have_the_full_message(tmp_path):
 def test_filling_a_non_container_is_refused_with_the_full_message(tmp_path):
     """Bugs: the message naming type(None), or its tail altered."""
     path = tmp_path / 'fill.pkl'
-    msg = read_refusal(path, op_call(G('collections', 'OrderedDict'), []) + op_int(1) + b'a.')
+    msg = refused_message(path, op_call(G('collections', 'OrderedDict'), []) + op_int(1) + b'a.', RefusedError)
     assert msg == (f'{path}: refused for safety: APPEND on a OrderedDict object; a pickle fills only the lists, dicts '
                    'and sets it made')
 
@@ -525,15 +516,15 @@ def test_filling_a_non_container_is_refused_with_the_full_message(tmp_path):
 def test_build_refusals_name_the_file(tmp_path):
     """Bugs: BUILD's refusal text altered; the dtype-flags check not given the file's path."""
     path = tmp_path / 'build.pkl'
-    assert read_refusal(path, b']}b.') == (f'{path}: refused for safety: the pickle sets the state (BUILD) of a list '
-                                           'object; only recorded objects, numpy arrays and dtypes take state from '
-                                           'a pickle')
+    assert refused_message(path, b']}b.', RefusedError) == (
+        f'{path}: refused for safety: the pickle sets the state (BUILD) of a list object; only recorded objects, numpy '
+        'arrays and dtypes take state from a pickle')
     state = list(np.dtype('<i8').__reduce__()[2])
     state[-1] = 63   # "holds object pointers" and more, on an int64
     flagged = G('numpy', 'dtype') + op_tuple([op_str('i8'), b'\x89', b'\x88']) + b'R' + pickle.dumps(
         tuple(state), protocol=2)[2:-1] + b'b.'
     path = tmp_path / 'dtype.pkl'
-    msg = read_refusal(path, flagged, LegacyPickleError)
+    msg = refused_message(path, flagged, LegacyPickleError)
     assert msg == (f'{path}: a numpy dtype int64 with flags 63 (numpy derives 0 for it); the file is corrupt or '
                    'crafted')
 
