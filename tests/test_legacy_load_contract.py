@@ -1,9 +1,10 @@
 """Contracts of san_ext.legacy.load, read_generator_spec and the strict weight loading (legacy/convert.py) that the
 broader legacy tests reach without pinning, written against the survivors of a mutation run: the metadata a load
 records (kind, the embedded sources' hashes, the augment pipe, bounded training metadata naming the file), the
-argument checks of ``load``, and every outcome of ``load_converted`` (shapes, missing and unexpected keys with and
-without ``strict``, copying versus adopting tensors, meta-device networks). Each test names the planted bug it
-fails on. Generator-only pickles of a 16 px stem keep these fast.
+argument checks of ``load``, every outcome of ``load_converted`` (shapes, missing and unexpected keys with and
+without ``strict``, copying versus adopting tensors, meta-device networks) and the discriminator configuration read
+from hand-built record trees (no network built). Each test names the planted bug it fails on. Generator-only
+pickles of a 16 px stem keep these fast.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 from legacy_pickles import (  # tests/legacy_pickles.py: writers of upstream-format pickles
-    CHAIN,
     FAKE_SRC,
     SG2,
     SG3,
@@ -32,8 +32,7 @@ from torch import nn
 from san_ext import legacy
 from san_ext.legacy.convert import ConversionError, ConversionReport, load_converted
 from san_ext.legacy.discriminator import infer_discriminator_config
-from san_ext.legacy.generator import _stem_config
-from san_ext.legacy.records import ModuleView, PersistentRecord, Record, record_class
+from san_ext.legacy.records import ModuleView, Record, record_class
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -389,6 +388,33 @@ def test_backbones_of_an_unsupported_kind_are_refused_by_name(monkeypatch):
     assert msg == "backbone 'bb0': converting its weights is not supported"
 
 
+def test_a_discriminator_without_mini_discriminators_is_refused_by_name():
+    """Bug: the message None."""
+    D = rec('ProjectedDiscriminator', {'feature_networks': rec('ModuleDict', {'bb0': rec('F_RandomProj')}),
+                                       'discriminators': rec('ModuleDict', {'bb0': heads(0)})}, backbones=['bb0'])
+    msg = raised_message(infer_discriminator_config, ModuleView(D, 'D'), None, 64, error=ConversionError)
+    assert msg == 'D has no mini-discriminators'
+
+
+def test_conditional_heads_with_an_unconditional_generator_are_refused():
+    """Bug: c_dim 0 from the generator taken as 0 (plain unconditional heads then read from conditional ones) or as
+    one class."""
+    msg = raised_message(infer_discriminator_config, projected_d(), 0, 64, error=ConversionError)
+    assert msg == ('D has conditional heads but the generator is unconditional (c_dim 0); G and D come from '
+                   'different runs')
+
+
+def test_dotted_backbone_names_are_refused():
+    """torch's ModuleDict cannot hold 'deit_tiny_patch16_224.fb_in1k' as a key, so no StyleGAN-XL pickle records one.
+    Bug: such a name accepted (its tensors then sit under a key our network spells with '_')."""
+    D = rec('ProjectedDiscriminator', {'feature_networks': rec('ModuleDict', {'a.b': rec('F_RandomProj')}),
+                                       'discriminators': rec('ModuleDict', {'a.b': heads(1)})},
+            backbones=['bb0', 'a.b'])
+    msg = raised_message(infer_discriminator_config, ModuleView(D, 'D'), None, 64, error=ConversionError)
+    assert msg == ('D: backbone names [\'a.b\'] contain ".", which StyleGAN-XL\'s ModuleDicts cannot hold; this is not '
+                   'a pickle written by StyleGAN-XL')
+
+
 def test_load_passes_extra_classes_to_the_reader(tmp_path, stem_tree):
     """Bug: extra_classes not passed on: a class the user vouches for is still refused."""
     path = dump(tmp_path / 'aug.pkl', {'G_ema': stem_tree, 'augment_pipe': upstream('my_pkg.aug.Pipe')()})
@@ -414,128 +440,6 @@ def test_discriminator_refusals_have_the_full_message(case):
                              error=ConversionError)
         assert msg == ('D has SAN heads (a StyleSAN-XL pickle); they have no exact plain equivalent. Load it with '
                        'san=True (or san=None)')
-
-
-# -- the generator's conversion: refusals, warnings, the report --------------------------------------------------------
-def load_ema(tmp_path, tree, name: str = 'g.pkl'):
-    return legacy.load(dump(tmp_path / name, {'G_ema': tree}), components=('G_ema',))
-
-
-def ema_refusal(tmp_path, tree) -> str:
-    return raised_message(legacy.load, dump(tmp_path / 'bad.pkl', {'G_ema': tree}), ('G_ema',), error=ConversionError)
-
-
-def test_generator_refusals_have_the_full_message(tmp_path, stem):
-    """Bugs: each message None or altered; the recorded or the rebuilt value shown wrongly."""
-    assert ema_refusal(tmp_path, persistent('MappingNetwork')) == (
-        'G_ema is a training.networks_stylegan3_resetting.MappingNetwork (persistent), not a StyleGAN-XL generator')
-    tree = upstream_generator(stem)
-    tree.synthesis._init_kwargs = {}
-    assert ema_refusal(tmp_path, tree) == ('G_ema.synthesis lacks its recorded constructor arguments (_init_kwargs); '
-                                           'this is not a pickle written by StyleGAN-XL')
-    tree = upstream_generator(stem)
-    tree.synthesis.L1_36_128.in_cutoff = np.float64(99.0)
-    rebuilt = stem.synthesis.L1_36_128.spec.in_cutoff
-    assert ema_refusal(tmp_path, tree) == ('G_ema: cannot rebuild the recorded stem (G_ema.synthesis.L1_36_128.'
-                                           f'in_cutoff: recorded 99.0, rebuilt {rebuilt!r})')
-    del tree.synthesis.L1_36_128.in_cutoff   # was a TypeError from float(None) before the layer split checked
-    assert ema_refusal(tmp_path, tree) == ('G_ema.synthesis.L1_36_128.in_cutoff is not recorded; not a StyleGAN-XL '
-                                           'synthesis layer')
-    tree = upstream_generator(stem)
-    del tree.synthesis.L1_36_128.padding
-    assert ema_refusal(tmp_path, tree) == ('G_ema: cannot rebuild the recorded stem (G_ema.synthesis.L1_36_128.'
-                                           'padding is not recorded)')
-    tree = upstream_generator(stem)
-    names = list(stem.synthesis.layer_names)
-    tree.synthesis.layer_names = names[::-1]
-    assert ema_refusal(tmp_path, tree) == (f'G_ema: cannot rebuild the recorded stem (layer names {names[::-1]} '
-                                           f'recorded, {names} rebuilt)')
-    tree = upstream_generator(stem)
-    tree.mapping.num_ws = 99
-    assert ema_refusal(tmp_path, tree) == f'G_ema.mapping.num_ws is 99, the rebuilt generator has {stem.num_ws}'
-
-
-def test_generator_report_rewrites_class_rows_and_warns_of_what_it_does_not_take_over(tmp_path, stem):
-    """Bugs: the row-cut or drop notes altered; unknown synthesis options or other conv_clamp values not warned."""
-    tree = upstream_generator(stem)
-    tree.synthesis._init_kwargs['style_mixing'] = 0.5
-    tree.synthesis.L1_36_128.conv_clamp = None
-    report = load_ema(tmp_path, tree).meta['reports']['G_ema']
-    assert report['rewritten'] == ['mapping.embed.weight: first 10 of 1000 rows kept (labels index rows 0..9 only)']
-    assert report['warnings'] == [
-        f"recorded conv_clamp values ['256', 'None'] differ from ours ({stem.cfg.conv_clamp}); upstream gives "
-        'superres heads conv_clamp=256 even for --fp32 stems',
-        "recorded synthesis options not taken over: ['style_mixing']"]
-    uncond = load_ema(tmp_path, upstream_generator(make_G((), c_dim=0, seed=7)), 'u.pkl').meta['reports']['G_ema']
-    assert uncond['dropped'] == {'mapping.embed.weight': 'class embedding of an unconditional generator (upstream '
-                                                         'loads it, never uses it)'}
-    assert uncond['rewritten'] == [] and uncond['warnings'] == []
-
-
-def test_a_superres_chain_that_does_not_factor_is_refused_with_the_full_message(tmp_path):
-    """Bug: the message None or altered when no up-factor product gives the recorded resolution."""
-    tree = upstream_generator(make_G(CHAIN[:1], seed=8))
-    tree.img_resolution = 48
-    assert ema_refusal(tmp_path, tree) == ('G_ema: no superres chain with head_layers [4] from 16px to 48px reproduces '
-                                           'the recorded layers; tried nothing (the resolutions do not factor into 2, '
-                                           '4, 8, 16)')
-
-
-# -- the stem configuration from recorded constructor arguments --------------------------------------------------------
-def stem_views(synthesis_kwargs: dict, mapping_kwargs: Optional[dict] = None, embed_dim: Optional[int] = None):
-    """(mapping, synthesis) views of persistent records holding only the given _init_kwargs."""
-    def persistent_record(name: str, kwargs: dict, modules: Optional[dict] = None) -> PersistentRecord:
-        state = {'_init_kwargs': kwargs, '_modules': modules or {}, '_parameters': {}, '_buffers': {}}
-        return PersistentRecord(name, state, 6, '', 'training.networks_stylegan3')
-    modules = {}
-    if embed_dim is not None:
-        modules['embed'] = rec('Embedding', params={'weight': torch.zeros(1000, embed_dim)})
-    mapping = persistent_record('MappingNetwork', {'z_dim': 64, 'w_dim': 128, **(mapping_kwargs or {})}, modules)
-    synthesis = persistent_record('SynthesisNetwork', {'img_resolution': 16, **synthesis_kwargs})
-    return ModuleView(mapping, 'G.mapping'), ModuleView(synthesis, 'G.synthesis')
-
-
-def test_stem_config_takes_upstreams_defaults_for_what_is_not_recorded():
-    """Bugs: the defaults of conv_kernel, use_radial_filters, channel_base / channel_max, img_channels or the embed
-    width altered or lost; the embedding looked up under another name."""
-    cfg = _stem_config(*stem_views({}))
-    assert (cfg.synthesis, cfg.conv_kernel, cfg.use_radial_filters) == ('stylegan3-t', None, None)
-    assert (cfg.channel_base, cfg.channel_max, cfg.img_channels, cfg.embed_dim) == (16384, 256, 3, 320)
-    assert (cfg.mapping_layers, cfg.mapping_lr_multiplier, cfg.c_dim) == (2, 0.01, 0)
-    assert _stem_config(*stem_views({}, embed_dim=512)).embed_dim == 512
-
-
-def test_stem_config_reads_what_is_recorded():
-    """Bugs: recorded img_channels or the mapping's lr_multiplier looked up under another name."""
-    cfg = _stem_config(*stem_views({'img_channels': 1, 'channel_base': 4096, 'channel_max': 128},
-                                   {'lr_multiplier': 0.05, 'num_layers': 4, 'c_dim': 10}))
-    assert (cfg.img_channels, cfg.channel_base, cfg.channel_max) == (1, 2048, 64)
-    assert (cfg.mapping_lr_multiplier, cfg.mapping_layers, cfg.c_dim) == (0.05, 4, 10)
-
-
-@pytest.mark.parametrize('kernel,radial,expect', [
-    (1, True, ('stylegan3-r', None, None, 32768 // 4)), (3, True, ('stylegan3-t', None, True, 32768 // 2)),
-    (1, False, ('stylegan3-t', 1, None, 32768 // 2)), (2, True, ('stylegan3-t', 2, True, 32768 // 2))],
-    ids=['R', 'T radial', 'T kernel 1', 'T kernel 2'])
-def test_stem_config_tells_R_from_T_by_kernel_and_radial_filters(kernel, radial, expect):
-    """Bugs: conv_kernel looked up under another name; R recognised by another kernel (2) or named otherwise; the
-    recorded radial flag dropped for T; R's kernel 1 reported as a non-default."""
-    cfg = _stem_config(*stem_views({'conv_kernel': kernel, 'use_radial_filters': radial, 'channel_base': 32768}))
-    assert (cfg.synthesis, cfg.conv_kernel, cfg.use_radial_filters, cfg.channel_base) == expect
-
-
-def test_superres_head_layers_default_and_a_contradicting_up_factor(tmp_path):
-    """Bugs: the head count of a superres stage without a recorded head_layers taken as one more or one less than its
-    layers; a recorded up_factor not checked (a spelling that never matches)."""
-    G = make_G(CHAIN[:1], seed=9)
-    tree = upstream_generator(G)
-    del tree._init_kwargs['head_layers']
-    spec = legacy.read_generator_spec(dump(tmp_path / 'sr.pkl', {'G_ema': tree}))
-    assert [(s['head_layers'], s['up_factor']) for s in spec['stages']] == [(4, 2)]
-    tree._init_kwargs['up_factor'] = 4
-    msg = raised_message(legacy.read_generator_spec, dump(tmp_path / 'sr4.pkl', {'G_ema': tree}), error=ConversionError)
-    assert msg.startswith('G_ema: no superres chain with head_layers [4] from 16px to 32px reproduces the recorded '
-                          'layers; tried nothing')
 
 
 def test_newobj_with_arguments_that_are_not_a_tuple_is_refused(tmp_path):

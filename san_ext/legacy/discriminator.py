@@ -64,6 +64,10 @@ def infer_discriminator_config(view: ModuleView, c_dim: Optional[int], img_resol
     if view.class_name != 'ProjectedDiscriminator':
         raise ConversionError(f'{view.path} is a {view.record.qualname}, not a projected discriminator')
     backbones = tuple(view.get('backbones') or ())
+    dotted = [bb for bb in backbones if '.' in bb]
+    if dotted:  # torch.nn.ModuleDict refuses such keys, so upstream cannot have written them
+        raise ConversionError(f'{view.path}: backbone names {dotted} contain ".", which StyleGAN-XL\'s ModuleDicts '
+                              'cannot hold; this is not a pickle written by StyleGAN-XL')
     cond, is_san = heads_kind(view)
     first_bb = view.child('feature_networks').child(backbones[0])
     if int(first_bb.get('proj_type', 2)) != 2:
@@ -77,12 +81,15 @@ def infer_discriminator_config(view: ModuleView, c_dim: Optional[int], img_resol
         embed_dim = int(first.child('embed').tensors()['weight'].shape[1])
     if cond and c_dim is None:
         c_dim = int(first.child('embed').tensors()['weight'].shape[0])
+    if cond and not c_dim:
+        raise ConversionError(f'{view.path} has conditional heads but the generator is unconditional (c_dim 0); '
+                              'G and D come from different runs')
     target_san = is_san if san is None else bool(san)
     if is_san and not target_san:
         raise ConversionError(f'{view.path} has SAN heads (a StyleSAN-XL pickle); they have no exact plain '
                               'equivalent. Load it with san=True (or san=None)')
     cfg = DiscriminatorConfig(
-        backbones=backbones, c_dim=int(c_dim or 0) if cond else 0, img_resolution=int(img_resolution or 256),
+        backbones=backbones, c_dim=int(c_dim) if cond else 0, img_resolution=int(img_resolution or 256),
         san=target_san, diffaug=_DIFFAUG if view.get('diffaug', True) else '', pretrained=False,
         num_discs=len(list(mini.children())), cout=int(first_bb.get('cout', 64)),
         expand=bool(first_bb.get('expand', True)), cmap_dim=cmap_dim, embed_dim=embed_dim)
@@ -92,7 +99,7 @@ def infer_discriminator_config(view: ModuleView, c_dim: Optional[int], img_resol
 # ---------------------------------------------------------------------------------------------------------------
 # Feature networks.
 
-def _backbone_key(name: str, rest: str, kind: str, report: ConversionReport, full: str) -> Optional[str]:
+def _backbone_key(rest: str, kind: str, report: ConversionReport, full: str) -> Optional[str]:
     """Our key (below ``pretrained.``) for upstream's ``pretrained.<rest>``; None when deliberately dropped."""
     if kind == 'vit':
         if rest.startswith('model.'):
@@ -117,7 +124,6 @@ def _backbone_key(name: str, rest: str, kind: str, report: ConversionReport, ful
 def _feature_tensors(view: ModuleView, cfg: DiscriminatorConfig, report: ConversionReport) -> dict:
     out = {}
     for bb in cfg.backbones:
-        key = bb.replace('.', '_')
         kind = backbone_kind(bb)
         if kind not in ('vit', 'cnn'):
             raise ConversionError(f'backbone {bb!r}: converting its weights is not supported')
@@ -125,13 +131,13 @@ def _feature_tensors(view: ModuleView, cfg: DiscriminatorConfig, report: Convers
             full = f'feature_networks.{bb}.{name}'
             m = re.fullmatch(r'scratch\.layer(\d)_(ccm|csm)\.(?:out_conv\.)?(\w+)', name)
             if m:
-                out[f'feature_networks.{key}.proj.{m.group(2)}.{m.group(1)}.{m.group(3)}'] = t
+                out[f'feature_networks.{bb}.proj.{m.group(2)}.{m.group(1)}.{m.group(3)}'] = t
             elif name.startswith('pretrained.'):
-                ours = _backbone_key(bb, name[len('pretrained.'):], kind, report, full)
+                ours = _backbone_key(name[len('pretrained.'):], kind, report, full)
                 if ours is not None:
-                    out[f'feature_networks.{key}.pretrained.{ours}'] = t
+                    out[f'feature_networks.{bb}.pretrained.{ours}'] = t
             else:
-                out[f'feature_networks.{key}.{name}'] = t  # unknown: reported by the strict load
+                out[f'feature_networks.{bb}.{name}'] = t  # unknown: reported by the strict load
     return out
 
 
@@ -162,8 +168,9 @@ def _head_tensors(disc: ModuleView, prefix: str, cfg: DiscriminatorConfig, is_sa
     out = {f'{prefix}.{k}': v for k, v in t.items() if k.startswith(('main.', 'cls.'))}
     if cfg.c_dim == 0 and not is_san:  # plain SingleDisc: the final SN conv is the last entry of `main`
         last = max(int(k.split('.')[1]) for k in t if k.startswith('main.'))
-        conv = {k.split('.', 2)[2]: v for k, v in t.items() if k.startswith(f'main.{last}.')}
-        out = {k: v for k, v in out.items() if not k.startswith(f'{prefix}.main.{last}.')}
+        conv_prefix = f'main.{last}.'
+        conv = {k.removeprefix(conv_prefix): v for k, v in t.items() if k.startswith(conv_prefix)}
+        out = {k: v for k, v in out.items() if not k.startswith(f'{prefix}.{conv_prefix}')}
         if cfg.san:
             omega, scale = _split_direction(_sn_weight(conv))
             out.update({f'{prefix}.last_layer.weight': omega, f'{prefix}.last_layer.scale': scale})
@@ -194,7 +201,7 @@ def convert_discriminator(record: Any, c_dim: Optional[int] = None, img_resoluti
     tensors = _feature_tensors(view, cfg, report)
     for bb in cfg.backbones:
         for i, disc in view.child('discriminators').child(bb).child('mini_discs').children():
-            tensors.update(_head_tensors(disc, f'discriminators.{bb.replace(".", "_")}.mini_discs.{i}', cfg, is_san))
+            tensors.update(_head_tensors(disc, f'discriminators.{bb}.mini_discs.{i}', cfg, is_san))
     for name, t in view.tensors().items():  # tensors outside the two trees: no rule maps them (strict refuses)
         if not name.startswith(('feature_networks.', 'discriminators.')):
             tensors[name] = t

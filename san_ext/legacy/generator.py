@@ -44,11 +44,15 @@ _LAYER_FIELDS = ('in_channels', 'out_channels', 'in_size', 'out_size', 'in_sampl
                  'use_fp16', 'conv_kernel', 'up_factor', 'down_factor', 'padding')
 
 
-def _scalar(value: Any) -> Any:
-    """Upstream stores sizes as 2-element numpy arrays and rates as numpy scalars; compare plain numbers."""
-    if isinstance(value, np.ndarray):
-        value = value.reshape(-1)[0] if value.size else value
-    return value.item() if isinstance(value, np.generic) else value
+def _python(value: Any) -> Any:
+    """Numpy scalars and arrays as Python numbers and lists (upstream stores rates as numpy scalars, sizes as
+    ``[w, h]`` arrays); anything else unchanged."""
+    return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value
+
+
+def _numbers(value: Any) -> np.ndarray:
+    """A layer field (a number, a bool, a size or a padding list) as a flat float64 array."""
+    return np.asarray(value, dtype=np.float64).reshape(-1)
 
 
 def _check_generator_record(view: ModuleView) -> None:
@@ -66,7 +70,7 @@ def _stem_config(mapping: ModuleView, synthesis: ModuleView) -> GeneratorConfig:
     if not skw or 'img_resolution' not in skw:
         raise ConversionError(f'{synthesis.path} lacks its recorded constructor arguments (_init_kwargs); '
                               'this is not a pickle written by StyleGAN-XL')
-    conv_kernel, radial = skw.get('conv_kernel', 3), bool(skw.get('use_radial_filters', False))
+    conv_kernel, radial = skw.get('conv_kernel', 3), bool(skw.get('use_radial_filters'))
     synthesis = 'stylegan3-r' if (conv_kernel, radial) == (1, True) else 'stylegan3-t'
     k = SYNTHESES[synthesis]
     base, cmax = skw.get('channel_base', 32768) / k, skw.get('channel_max', 512) / k
@@ -85,12 +89,16 @@ def _stem_config(mapping: ModuleView, synthesis: ModuleView) -> GeneratorConfig:
         use_radial_filters=None if radial == (synthesis == 'stylegan3-r') else radial, **opts)
 
 
-def _recorded(layer: ModuleView, name: str) -> Any:
-    """A layer attribute as a plain number; a ConversionError names it when the pickle lacks it."""
-    value = layer.get(name)
+def _recorded(view: ModuleView, name: str) -> float:
+    """A recorded number (a layer's cutoff, rate or flag; a generator's resolution) as a float; a ConversionError
+    names it when the pickle lacks it or holds something else."""
+    value = view.get(name)
     if value is None:
-        raise ConversionError(f'{layer.path}.{name} is not recorded; not a StyleGAN-XL synthesis layer')
-    return _scalar(value)
+        raise ConversionError(f'{view.path}.{name} is not recorded; this is not a pickle written by StyleGAN-XL')
+    try:
+        return float(_python(value))
+    except (TypeError, ValueError):
+        raise ConversionError(f'{view.path}.{name}: recorded {value!r}, not a number') from None
 
 
 def _segments(names: list[str], layers: list[ModuleView]) -> list[list[str]]:
@@ -98,7 +106,7 @@ def _segments(names: list[str], layers: list[ModuleView]) -> list[list[str]]:
     segments: list[list[str]] = []
     for name, layer in zip(names, layers):
         starts = (not bool(_recorded(layer, 'is_critically_sampled'))
-                  and math.isclose(float(_recorded(layer, 'in_cutoff')), float(_recorded(layer, 'out_cutoff')))
+                  and math.isclose(_recorded(layer, 'in_cutoff'), _recorded(layer, 'out_cutoff'))
                   and int(_recorded(layer, 'in_sampling_rate')) == int(_recorded(layer, 'out_sampling_rate')))
         if starts or not segments:
             segments.append([])
@@ -114,12 +122,15 @@ def _layer_mismatch(ours: nn.Module, recorded: ModuleView) -> Optional[str]:
         theirs = recorded.get(fieldname)
         if theirs is None:
             return f'{recorded.path}.{fieldname} is not recorded'
-        if isinstance(mine, list) or isinstance(theirs, list):
-            same = [int(v) for v in (mine or [])] == [int(v) for v in (theirs or [])]
-        else:
-            same = math.isclose(float(mine), float(_scalar(theirs)), rel_tol=1e-9, abs_tol=1e-9)
-        if not same:
-            return f'{recorded.path}.{fieldname}: recorded {_scalar(theirs)!r}, rebuilt {mine!r}'
+        try:
+            recorded_numbers = _numbers(theirs)
+        except (TypeError, ValueError):
+            return f'{recorded.path}.{fieldname}: recorded {theirs!r}, not a number'
+        rebuilt = _numbers(mine)
+        if rebuilt.size == 1:  # ours keeps one side of a square size, upstream [w, h]
+            rebuilt = np.broadcast_to(rebuilt, recorded_numbers.shape)
+        if rebuilt.shape != recorded_numbers.shape or not np.allclose(rebuilt, recorded_numbers, rtol=1e-9, atol=0):
+            return f'{recorded.path}.{fieldname}: recorded {_python(theirs)!r}, rebuilt {mine!r}'
     return None
 
 
@@ -154,7 +165,7 @@ def infer_generator_spec(view: ModuleView) -> dict:
     n_stages = len(segments) - 1
     last_heads = int(kwargs.get('head_layers', len(segments[-1]) - 1))
     heads = [len(seg) + cfg.num_critical for seg in segments[1:-1]] + [last_heads]
-    ratio = int(_scalar(view.get('img_resolution', 0))) // cfg.img_resolution
+    ratio = int(_recorded(view, 'img_resolution')) // cfg.img_resolution
     tried = []
     for ups in itertools.product(UP_FACTORS, repeat=n_stages):
         if math.prod(ups) != ratio or ('up_factor' in kwargs and ups[-1] != int(kwargs['up_factor'])):
@@ -210,7 +221,7 @@ def _check_mapping(view: ModuleView, G: nn.Module, report: ConversionReport) -> 
     recorded = view.child('mapping').get('num_ws')
     if recorded is not None and int(recorded) != G.num_ws:
         raise ConversionError(f'{view.path}.mapping.num_ws is {recorded}, the rebuilt generator has {G.num_ws}')
-    clamps = {_scalar(view.child('synthesis').child(n).get('conv_clamp')) for n in G.synthesis.layer_names}
+    clamps = {_python(view.child('synthesis').child(n).get('conv_clamp')) for n in G.synthesis.layer_names}
     if clamps != {G.cfg.conv_clamp}:
         report.warn(f'recorded conv_clamp values {sorted(map(str, clamps))} differ from ours ({G.cfg.conv_clamp}); '
                     'upstream gives superres heads conv_clamp=256 even for --fp32 stems')
