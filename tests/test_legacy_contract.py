@@ -297,13 +297,15 @@ def ema_refusal(tmp_path, tree) -> str:
 
 
 def test_generator_refusals_have_the_full_message(tmp_path, stem):
-    """Bugs: each message None or altered; the recorded or the rebuilt value shown wrongly."""
+    """Bugs: each message None or altered; the recorded or the rebuilt value shown wrongly; constructor arguments
+    without the resolution let through (joined with "and")."""
     assert ema_refusal(tmp_path, persistent('MappingNetwork')) == (
         'G_ema is a training.networks_stylegan3_resetting.MappingNetwork (persistent), not a StyleGAN-XL generator')
-    tree = upstream_generator(stem)
-    tree.synthesis._init_kwargs = {}
-    assert ema_refusal(tmp_path, tree) == ('G_ema.synthesis lacks its recorded constructor arguments (_init_kwargs); '
-                                           'this is not a pickle written by StyleGAN-XL')
+    for kwargs in ({}, {'w_dim': 512}):   # none recorded, or not the resolution
+        tree = upstream_generator(stem)
+        tree.synthesis._init_kwargs = kwargs
+        assert ema_refusal(tmp_path, tree) == ('G_ema.synthesis lacks its recorded constructor arguments '
+                                               '(_init_kwargs); this is not a pickle written by StyleGAN-XL')
     tree = upstream_generator(stem)
     tree.synthesis.L1_36_128.in_cutoff = np.float64(99.0)
     rebuilt = stem.synthesis.L1_36_128.spec.in_cutoff
@@ -413,8 +415,8 @@ def test_superres_head_layers_default_and_a_contradicting_up_factor(tmp_path):
 def test_stem_config_reads_the_mapping_widths_and_w_avg_beta():
     """Bugs: z_dim or w_dim not passed (our defaults come back); w_avg_beta not passed or looked up under another
     name (upstream's default 0.998 comes back), or its default altered."""
-    cfg = _stem_config(*stem_views({}, {'w_avg_beta': 0.995}))
-    assert (cfg.z_dim, cfg.w_dim, cfg.w_avg_beta) == (64, 128, 0.995)
+    cfg = _stem_config(*stem_views({}, {'z_dim': 32, 'w_avg_beta': 0.995}))
+    assert (cfg.z_dim, cfg.w_dim, cfg.w_avg_beta) == (32, 128, 0.995)
     assert _stem_config(*stem_views({})).w_avg_beta == 0.998
 
 

@@ -51,8 +51,8 @@ def _python(value: Any) -> Any:
 
 
 def _numbers(value: Any) -> np.ndarray:
-    """A layer field (a number, a bool, a size or a padding list) as a flat float64 array."""
-    return np.asarray(value, dtype=np.float64).reshape(-1)
+    """A layer field (a number, a bool, a size or a padding list) as a float64 array."""
+    return np.asarray(value, dtype=np.float64)
 
 
 def _check_generator_record(view: ModuleView) -> None:
