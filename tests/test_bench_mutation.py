@@ -42,6 +42,9 @@ def test_tally_counts_statuses_and_reclassifies_only_listed_survivors(tmp_path, 
     table = mutation.format_table(counts, markdown=True)
     assert '| san_ext/losses.py | 5 | 2 | 1 | 1 | 0 | 1 | 50.0% |' in table
     assert '| total | 6 | 2 | 1 | 1 | 1 | 1 | 40.0% |' in table
+    by_file, _, _ = mutation.tally(tmp_path, by_file=True)
+    assert sorted(by_file) == ['san_ext/legacy/records.py', 'san_ext/losses.py']
+    assert by_file['san_ext/losses.py'] == losses
 
 
 def test_tally_without_a_run_says_what_to_do(tmp_path):

@@ -18,6 +18,7 @@ Examples:
   pip install mutmut
   python -m san_ext.bench.mutation
   python -m san_ext.bench.mutation --no-run --out runs/mutation.json
+  python -m san_ext.bench.mutation --no-run --by-file --markdown
   python -m san_ext.bench.mutation 'san_ext.layers.*'   # re-test one module's mutants after adding tests
 """
 
@@ -191,14 +192,16 @@ def module_of(mutant: str) -> str:
     return dotted
 
 
-def tally(root: Path) -> tuple[dict[str, Counter], list[str], list[str]]:
-    """Counts per module and status from ``root/mutants``; also the survivors and the stale triage names."""
+def tally(root: Path, by_file: bool = False) -> tuple[dict[str, Counter], list[str], list[str]]:
+    """Counts per module (per source file with ``by_file``) and status from ``root/mutants``; also the survivors and
+    the stale triage names."""
     metas = sorted((root / 'mutants').rglob('*.py.meta'))
     if not metas:
         raise click.ClickException(f'no mutmut results under {root / "mutants"}: run without --no-run first.')
     counts: dict[str, Counter] = {}
     survivors, seen = [], set()
     for meta in metas:
+        source = meta.relative_to(root / 'mutants').as_posix().removesuffix('.meta')
         for name, code in json.loads(meta.read_text())['exit_code_by_key'].items():
             status = status_of(code)
             seen.add(name)
@@ -208,7 +211,7 @@ def tally(root: Path) -> tuple[dict[str, Counter], list[str], list[str]]:
                 status = 'needs GPU'
             elif status == 'survived':
                 survivors.append(name)
-            counts.setdefault(module_of(name), Counter())[status] += 1
+            counts.setdefault(source if by_file else module_of(name), Counter())[status] += 1
     return counts, sorted(survivors), sorted((set(EQUIVALENT) | set(NEEDS_GPU)) - seen)
 
 
@@ -235,8 +238,9 @@ def format_table(counts: dict[str, Counter], markdown: bool = False) -> str:
 @click.option('--out', type=click.Path(dir_okay=False, path_type=Path), default=None,
               help='Also write the counts, survivors and machine as JSON here.')
 @click.option('--markdown', is_flag=True, help='Print the table as Markdown (for the README).')
+@click.option('--by-file', is_flag=True, help='One row per source file (legacy/ is a package of seven).')
 @click.argument('patterns', nargs=-1)
-def main(run_mutmut: bool, max_children: Optional[int], out: Optional[Path], markdown: bool,
+def main(run_mutmut: bool, max_children: Optional[int], out: Optional[Path], markdown: bool, by_file: bool,
          patterns: tuple[str, ...]) -> None:
     """Mutation score per module of san_ext's core (mutmut 3, configured in pyproject.toml).
 
@@ -255,7 +259,7 @@ def main(run_mutmut: bool, max_children: Optional[int], out: Optional[Path], mar
             raise click.ClickException(f'`{" ".join(cmd)}` failed with exit status {err.returncode}: is mutmut '
                                        'installed (pip install mutmut) and does the suite pass?') from err
         wall = time.perf_counter() - start
-    counts, survivors, stale = tally(root)
+    counts, survivors, stale = tally(root, by_file)
     click.echo(format_table(counts, markdown))
     if stale:
         click.echo(f'stale EQUIVALENT / NEEDS_GPU names (their functions changed; triage again): {", ".join(stale)}',
