@@ -107,6 +107,22 @@ def test_sanconv2d_defaults_no_padding_input_bias_and_signed_scale():
     torch.testing.assert_close(out, expected)
 
 
+def test_sanembedding_defaults_to_a_signed_scale_and_takes_device_and_dtype():
+    """Planted: positive_scale defaulting to True (a negative scale folded to |s|); device or dtype dropped or None
+    on the way to nn.Embedding (the scale is built from the weight, so it follows)."""
+    torch.manual_seed(0)
+    layer = SANEmbedding(4, 3)
+    with torch.no_grad():
+        layer.scale.neg_()
+    assert layer.positive_scale is False
+    c = torch.tensor([3, 1])
+    np.testing.assert_allclose(layer(c).detach().double().numpy(), _numpy_class_vectors(layer, c), rtol=1e-6)
+    assert {n: p.device.type for n, p in SANEmbedding(4, 3, device='meta').named_parameters()} == {
+        'weight': 'meta', 'scale': 'meta'}
+    assert {n: p.dtype for n, p in SANEmbedding(4, 3, dtype=D64).named_parameters()} == {'weight': D64,
+                                                                                           'scale': D64}
+
+
 # -- SANConv2d forwards the convolution geometry -----------------------------------------------------------------------
 CONV_GEOMETRY = {
     'stride': dict(stride=2, padding=1),
@@ -298,6 +314,28 @@ def test_sanlinear_returns_the_registered_ops_result(monkeypatch, flg_train, pos
             torch.testing.assert_close(torch.Tensor.as_subclass(o, torch.Tensor), torch.full((2, 5, 3), value))
     else:
         torch.testing.assert_close(torch.Tensor.as_subclass(out, torch.Tensor), torch.full((2, 5, 3), 3.0))
+
+
+@pytest.mark.parametrize('case', ['autocast', 'scale_dtype', 'input_dtype'])
+def test_sanlinear_leaves_the_fused_op_to_inputs_it_takes_as_is(monkeypatch, case):
+    """The fused op takes one dtype and no autocast: under CUDA autocast, with a scale of another dtype than the
+    weight, or with an input of another dtype, SANLinear runs its plain code (planted: the guards joined with `and`,
+    which lets the op see such inputs)."""
+    calls = []
+    monkeypatch.setattr(san_layers, '_registered_op', lambda name: lambda *args: calls.append(name))
+    monkeypatch.setattr(san_layers, '_autocast_on', lambda: case == 'autocast')
+    torch.manual_seed(0)
+    layer = SANLinear(4, 3)
+    x = torch.randn(2, 4)
+    if case == 'scale_dtype':
+        layer.scale.data = layer.scale.data.double()
+    if case == 'input_dtype':
+        with pytest.raises(RuntimeError):   # PyTorch's own dtype error, from the plain path
+            layer(x.double().as_subclass(_CudaLookalike))
+    else:
+        out = layer(x.as_subclass(_CudaLookalike))
+        torch.testing.assert_close(torch.Tensor.as_subclass(out, torch.Tensor), layer(x), rtol=0, atol=0)
+    assert calls == []
 
 
 # -- is_san_layer and san_param_groups --------------------------------------------------------------------------------

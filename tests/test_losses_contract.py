@@ -140,3 +140,9 @@ def test_a_zero_direction_weight_is_valid_and_removes_the_direction_term():
     loss = losses.get('hinge', san=True, dir_weight=0.0)
     torch.testing.assert_close(loss.d_real((fun, dir_)), losses.get('hinge').d_real(fun))
     assert 'dir_weight' in _message(lambda: losses.get('hinge', san=True, dir_weight=-0.1))
+
+
+def test_spec_name_refuses_an_unknown_loss_listing_the_known_ones():
+    """Planted: the message None; the known losses joined from None or by another separator."""
+    assert _message(losses.spec_name, 'nope', True, error=ValueError) == (
+        "unknown loss 'nope'; known: hinge, klwgan, lsgan, nonsaturating, rpgan, saturating, wasserstein")

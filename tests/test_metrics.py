@@ -295,12 +295,16 @@ def _sharded_results() -> dict:
     lo, hi = dist.shard_range(len(x))
     idx = torch.arange(lo, hi)
     stats = StreamingStats(6).update(x[lo:hi]).all_reduce()
+    big = StreamingStats(6).update(x[lo:hi])
+    big.n += 2 ** 24 if dist.rank() == 0 else 0  # past float32's exact integers: the count must travel in float64
+    big.all_reduce()
     res = Reservoir(6, capacity=50).update(x[lo:hi].float(), idx).all_reduce()
     bank = FeatureBank(6, dtype=torch.float64).update(x[lo:hi], idx).all_reduce()
     isc = InceptionScoreStats(6, len(x), splits=5).update(x[lo:hi], idx).all_reduce()
     opts = MetricOptions(num_gen=40, extractor=TINY, batch_size=8, num_workers=0, progress=False)
     metrics = compute_metrics(list_metrics(), TinyG(), tiny_images(36), opts)
-    return {'n': stats.n, 'cov': stats.cov(), 'reservoir': res.features, 'bank': bank.features, 'is': isc.result(),
+    return {'n': stats.n, 'big_n': big.n, 'cov': stats.cov(), 'reservoir': res.features, 'bank': bank.features,
+            'is': isc.result(),
             'pr': precision_recall(x[:120], x[120:], k=3), 'dc': density_coverage(x[:120], x[120:], k=5),
             'metrics': {r.metric: r.results for r in metrics}}
 
@@ -317,6 +321,7 @@ def test_two_gloo_ranks_match_one_rank(tmp_path):
     for rank in range(2):
         got = torch.load(tmp_path / f'rank{rank}.pt', weights_only=False)
         assert got['n'] == one['n'] == 230
+        assert got['big_n'] == one['big_n'] == 230 + 2 ** 24
         np.testing.assert_allclose(got['cov'], one['cov'], rtol=1e-12)
         for key in ('reservoir', 'bank'):
             assert torch.equal(got[key], one[key]), key

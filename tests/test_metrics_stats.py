@@ -106,6 +106,42 @@ def test_frechet_distance_warns_only_past_the_documented_tolerance(caplog):
                                                'feature dimensions') for r in caplog.records) == warned
 
 
+def _rotation_like(t: float, size: float) -> np.ndarray:
+    """size * [[1, -t], [t, 1]]: eigenvalues size * (1 +- i t), so |imag| / spectral radius = t / sqrt(1 + t^2)."""
+    return size * np.array([[1.0, -t], [t, 1.0]])
+
+
+def _warned(caplog, sigma1) -> bool:
+    from san_ext.metrics.stats import frechet_distance
+    caplog.clear()
+    frechet_distance(np.zeros(2), sigma1, np.zeros(2), np.eye(2))
+    return any(r.getMessage().startswith('eigenvalues of S1 S2 have large imaginary') for r in caplog.records)
+
+
+@pytest.mark.parametrize('size', [1e-3, 4.0])
+def test_frechet_distance_bar_on_imaginary_parts_is_relative_to_the_spectral_radius(caplog, size):
+    """An imaginary part 0.99e-3 of the spectral radius is not warned about, 1.01e-3 is, at any feature scale
+    (planted: `/ scale` in the imaginary test, which moves the bar by size^2)."""
+    for rel, warned in ((0.99e-3, False), (1.01e-3, True)):
+        t = rel / np.sqrt(1 - rel ** 2)
+        assert _warned(caplog, _rotation_like(t, size)) == warned, (rel, size)
+
+
+def test_frechet_distance_does_not_warn_at_exactly_the_imaginary_bar(caplog):
+    """The bar is exclusive for imaginary parts as for negative ones (planted: `>=`). The tie is searched for among
+    the floats next to 1e-3 / sqrt(1 - 1e-6), since the eigenvalues go through LAPACK's rounding."""
+    t0 = 1e-3 / np.sqrt(1 - 1e-6)
+    for k in range(-3000, 3000):
+        t = t0 + k * np.spacing(t0)
+        eig = np.linalg.eigvals(_rotation_like(t, 1.0))
+        if np.abs(eig.imag).max() == 1e-3 * np.abs(eig).max():
+            break
+    else:
+        pytest.skip('no float tie at the bar with this LAPACK')
+    assert not _warned(caplog, _rotation_like(t, 1.0))
+    assert _warned(caplog, _rotation_like(t + 64 * np.spacing(t), 1.0))
+
+
 def test_frechet_distance_takes_tensors_that_require_grad():
     """Statistics may come straight from torch (planted: tensors sent through np.asarray, which refuses grad)."""
     from san_ext.metrics.stats import frechet_distance

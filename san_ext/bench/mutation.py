@@ -97,6 +97,17 @@ EQUIVALENT: dict[str, str] = {
     'san_ext.data.storage.xǁStorageǁ__getstate____mutmut_4': '_zip_pid is only read when _zip is set, and the '
                                                             'copy has _zip=None, so it reopens either way',
     'san_ext.layers.x__normalize_rows__mutmut_10': 'Tensor.norm(p=None) is the 2-norm: bit-identical on 2-D and 4-D',
+    'san_ext.layers.x__split_into_direction_and_scale__mutmut_10': 'Tensor.norm(p=None) is the 2-norm: '
+                                                                    'bit-identical on 2-D and 4-D',
+    'san_ext.layers.x__autocast_on__mutmut_1': "is_autocast_enabled(None) raises TypeError, and the fallback "
+                                               "is_autocast_enabled() answers for CUDA too (checked on the installed "
+                                               'torch)',
+    'san_ext.losses.x__mean__mutmut_1': 'x.mean(None) is the mean of all elements: aten::mean.dim takes '
+                                        '`int[1]? dim` (checked on the installed torch)',
+    **{f'san_ext.metrics.stats.xǁStreamingStatsǁall_reduce__mutmut_{i}': "dist.all_reduce_sum moves the count to the "
+                                                                        "backend's device and copies it back, so "
+                                                                        "where it is built never matters"
+       for i in (4, 7)},
     'san_ext.layers.xǁSANLinearǁ__init____mutmut_6': 'nn.Linear only tests `if bias:`, so None acts as False',
     'san_ext.layers.xǁSANConv2dǁ__init____mutmut_16': 'nn.Conv2d only tests `if bias:`, so None acts as False',
     'san_ext.layers.xǁSANConv2dǁ__init____mutmut_27': "groups=1 dropped: nn.Conv2d's default is groups=1",
