@@ -50,3 +50,11 @@ def test_tally_counts_statuses_and_reclassifies_only_listed_survivors(tmp_path, 
 def test_tally_without_a_run_says_what_to_do(tmp_path):
     with pytest.raises(Exception, match='no mutmut results under .*run without --no-run first'):
         mutation.tally(tmp_path)
+
+
+def test_scores_round_down_so_that_100_percent_means_all_killed():
+    from collections import Counter
+    almost = Counter(killed=2383, equivalent=38, **{'needs GPU': 1})
+    assert '| 99.9% |' in mutation.format_table({'m': almost}, markdown=True)
+    assert '| 100.0% |' in mutation.format_table({'m': Counter(killed=5, equivalent=1)}, markdown=True)
+    assert '| n/a |' in mutation.format_table({'m': Counter(equivalent=2)}, markdown=True)

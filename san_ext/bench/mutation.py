@@ -25,6 +25,7 @@ Examples:
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -232,11 +233,16 @@ def score(counter: Counter) -> float:
     return counter['killed'] / live if live else float('nan')
 
 
+def _percent(share: float) -> str:
+    """A score rounded down to 0.1%, so that 100.0% means every mutant that can change behaviour was killed."""
+    return 'n/a' if math.isnan(share) else f'{math.floor(1000 * share) / 10:.1f}%'
+
+
 def format_table(counts: dict[str, Counter], markdown: bool = False) -> str:
     """One row per module and a total: mutants, each status, equivalents and the score."""
     total = sum(counts.values(), Counter())
     shown = [k for k in COLUMNS if total[k]]
-    rows = [[name, str(sum(c.values())), *(str(c[k]) for k in shown), str(c['equivalent']), f'{100 * score(c):.1f}%']
+    rows = [[name, str(sum(c.values())), *(str(c[k]) for k in shown), str(c['equivalent']), _percent(score(c))]
             for name, c in [*sorted(counts.items()), ('total', total)]]
     return render_table(['module', 'mutants', *shown, 'equivalent', 'score'], rows, 1, markdown)
 
