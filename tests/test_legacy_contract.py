@@ -445,8 +445,11 @@ def layer_refusal(tmp_path, stem, field: str, value) -> Optional[str]:
 
 def test_recorded_sizes_are_compared_whole(tmp_path, stem):
     """Upstream records sizes as [w, h]; ours keeps one side of a square. Bugs: only the first (or second) entry
-    compared; the recorded array shown as an array repr instead of a list."""
+    compared; an empty recorded size matched by broadcasting; the recorded array shown as an array repr instead of a
+    list."""
     assert layer_refusal(tmp_path, stem, 'in_size', np.array([36, 36])) is None
+    assert layer_refusal(tmp_path, stem, 'in_size', np.array([], dtype=np.int64)) == (
+        'G_ema: cannot rebuild the recorded stem (G_ema.synthesis.L1_36_128.in_size: recorded [], rebuilt 36)')
     for size in ([36, 40], [40, 36]):
         assert layer_refusal(tmp_path, stem, 'in_size', np.array(size)) == (
             f'G_ema: cannot rebuild the recorded stem (G_ema.synthesis.L1_36_128.in_size: recorded {size}, rebuilt 36)')

@@ -127,7 +127,7 @@ def _layer_mismatch(ours: nn.Module, recorded: ModuleView) -> Optional[str]:
         except (TypeError, ValueError):
             return f'{recorded.path}.{fieldname}: recorded {theirs!r}, not a number'
         rebuilt = _numbers(mine)
-        if rebuilt.size == 1:  # ours keeps one side of a square size, upstream [w, h]
+        if rebuilt.size == 1 and recorded_numbers.size:  # ours keeps one side of a square size, upstream [w, h]
             rebuilt = np.broadcast_to(rebuilt, recorded_numbers.shape)
         if rebuilt.shape != recorded_numbers.shape or not np.allclose(rebuilt, recorded_numbers, rtol=1e-9, atol=0):
             return f'{recorded.path}.{fieldname}: recorded {_python(theirs)!r}, rebuilt {mine!r}'
