@@ -15,7 +15,6 @@ import pickletools
 import struct
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pytest
@@ -26,8 +25,7 @@ from messages import raised_message  # tests/messages.py
 from san_ext.bench.pickle_fuzz import op_bytes, op_call, op_global, op_int, op_str, op_tuple
 from san_ext.legacy import LegacyPickleError, RefusedError, RefusedGlobalError, read_pickle
 from san_ext.legacy import unpickler as reader
-from san_ext.legacy.convert import ConversionError
-from san_ext.legacy.records import AttrRecord, CallRecord, ModuleRef, ModuleView, PersistentRecord, Record, record_class
+from san_ext.legacy.records import AttrRecord, CallRecord, ModuleRef, PersistentRecord, Record, record_class
 
 G = op_global
 
@@ -212,55 +210,6 @@ def test_calling_a_recorded_getattr_is_refused(tmp_path):
 def test_allowed_globals_do_not_depend_on_a_path():
     """allowed_globals() builds a throwaway reader; its table is the same as any reader's."""
     assert set(reader_for('any.pkl')._table) <= reader.allowed_globals()
-
-
-# -- ModuleView: reading recorded modules ------------------------------------------------------------------------------
-def recorded(modules: Optional[dict] = None, params: Optional[dict] = None, buffers: Optional[dict] = None,
-             **attrs) -> Record:
-    out = record_class('pg_modules.blocks', 'Block')()
-    out.state = {'_modules': modules or {}, '_parameters': params or {}, '_buffers': buffers or {}, **attrs}
-    return out
-
-
-def test_view_paths_join_with_dots_below_a_named_root():
-    """Bugs: the child's path None, dropped, always joined (a leading '.') or never joined."""
-    tree = recorded({'a': recorded({'b': recorded()})})
-    assert ModuleView(tree).child('a').path == 'a' and ModuleView(tree).child('a').child('b').path == 'a.b'
-    assert ModuleView(tree, 'D').child('a').child('b').path == 'D.a.b'
-
-
-def test_tensors_leave_out_non_persistent_buffers_only():
-    """Bugs: the non-persistent set looked up under another name, or replaced by an empty set ('and')."""
-    w, kept, skipped = torch.ones(2), torch.zeros(1), torch.full((1,), 7.0)
-    view = ModuleView(recorded(params={'w': w}, buffers={'kept': kept, 'skipped': skipped},
-                               _non_persistent_buffers_set={'skipped'}))
-    assert set(view.tensors()) == {'w', 'kept'}
-    assert set(ModuleView(recorded(buffers={'kept': kept}, _non_persistent_buffers_set=set())).tensors()) == {'kept'}
-
-
-@pytest.mark.parametrize('path,shown', [('', 'object'), ('D.x', 'D.x')])
-def test_view_of_a_non_record_names_the_path_and_type(path, shown):
-    """Bugs: the message None, '(path and "object")', the fallback word altered, or type(None) shown."""
-    with pytest.raises(ConversionError) as err:
-        ModuleView(5, path)
-    assert str(err.value) == f'{shown} is a int, not a recorded module'
-
-
-@pytest.mark.parametrize('path,shown', [('', 'module'), ('D', 'D')])
-def test_view_errors_name_the_path_or_module(path, shown):
-    """Bugs: the messages None, '(path and "module")', the fallback word altered, the listing's separator altered,
-    type(None) shown, the tensor's path None."""
-    view = ModuleView(recorded({'a': recorded(), 'b': recorded()}), path)
-    with pytest.raises(ConversionError) as err:
-        view.child('x')
-    assert str(err.value) == f"{shown} has no submodule 'x' (has: a, b); not a StyleGAN-XL network"
-    with pytest.raises(ConversionError) as err:
-        ModuleView(recorded(_modules=5), path).children().__next__()
-    assert str(err.value) == f'{shown}._modules is a int, not a dict'
-    for where in ('params', 'buffers'):
-        with pytest.raises(ConversionError) as err:
-            ModuleView(recorded(**{where: {'w': 5}}), path).tensors()
-        assert str(err.value) == f'{path}.w should be a tensor, got int'
 
 
 # -- persistent-class records, numpy scalars, module hints -------------------------------------------------------------
